@@ -1,0 +1,3 @@
+"""tagrelay: a self-hosted, server-side tag manager."""
+
+__version__ = "0.1.0"

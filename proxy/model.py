@@ -1,0 +1,145 @@
+"""The canonical event and the facts the server attaches to it.
+
+An :class:`Event` is built by a source (the collection endpoint, later the
+server events API), completed by the enrichment steps, matched by routes and
+rendered by adapters. Raw PII lives only in :class:`UserData` in memory;
+adapters hash it before anything leaves the process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+__all__ = ["Event", "Page", "UserData", "Context", "UAInfo", "Geo", "event_view"]
+
+
+@dataclass(slots=True)
+class Page:
+    url: str = ""
+    referrer: str = ""
+    title: str = ""
+
+
+@dataclass(slots=True)
+class UserData:
+    """What the site told us about the person. Raw values: never log or persist."""
+
+    email: str | None = None
+    phone: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    external_id: str | None = None
+
+    def present(self) -> dict[str, str]:
+        return {k: v for k in _USER_KEYS if (v := getattr(self, k))}
+
+
+_USER_KEYS = ("email", "phone", "first_name", "last_name", "external_id")
+
+
+@dataclass(slots=True, frozen=True)
+class UAInfo:
+    """A parsed user agent (uap-core taxonomy) and the bot verdict."""
+
+    browser: str = "Other"
+    browser_version: str = ""
+    os: str = "Other"
+    os_version: str = ""
+    device: str = "Other"
+    device_brand: str = ""
+    device_model: str = ""
+    category: str = "desktop"  # desktop, mobile, tablet, bot
+    is_bot: bool = False
+    bot_reason: str = ""
+
+
+@dataclass(slots=True, frozen=True)
+class Geo:
+    """Where the client IP is, as far as the configured database knows."""
+
+    country: str = ""  # ISO 3166-1 alpha-2
+    region: str = ""  # first subdivision ISO code, e.g. "CA" (country prefix not included)
+    region_name: str = ""
+    city: str = ""
+    postal_code: str = ""
+    continent: str = ""  # two-letter MaxMind continent code, e.g. "EU"
+    time_zone: str = ""
+
+
+@dataclass(slots=True)
+class Context:
+    ip: str = ""
+    user_agent: str = ""
+    ua: UAInfo = field(default_factory=UAInfo)
+    geo: Geo | None = None
+    language: str = ""
+    screen: str = ""  # "1280x800"
+    consent: dict[str, bool] = field(default_factory=dict)
+    click_ids: dict[str, str] = field(default_factory=dict)  # fbclid, gclid, ttclid, ...
+    # Identifiers the server read or minted: visitor_id, fbp, fbc, ga_client_id.
+    ids: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Event:
+    name: str
+    id: str
+    time: float  # unix seconds
+    source: str = "browser"
+    action_source: str = "website"
+    page: Page = field(default_factory=Page)
+    user: UserData = field(default_factory=UserData)
+    context: Context = field(default_factory=Context)
+    params: dict[str, Any] = field(default_factory=dict)
+    user_id: str | None = None
+
+
+def event_view(event: Event) -> dict[str, Any]:
+    """The read-only view of an event that routes match on and templates see.
+
+    PII is absent on purpose: a route or template that could read the raw
+    email could also copy it into a plain field. ``user.has`` lists which PII
+    fields are present.
+    """
+    ctx = event.context
+    geo = ctx.geo
+    parts = urlsplit(event.page.url) if event.page.url else None
+    return {
+        "event": event.name,
+        "name": event.name,
+        "id": event.id,
+        "time": event.time,
+        "source": event.source,
+        "action_source": event.action_source,
+        "page": {
+            "url": event.page.url,
+            "referrer": event.page.referrer,
+            "title": event.page.title,
+            "host": (parts.hostname or "") if parts else "",
+            "path": parts.path if parts else "",
+            "query": parts.query if parts else "",
+        },
+        "user": {
+            "id": event.user_id or "",
+            "anonymous_id": ctx.ids.get("visitor_id", ""),
+            "has": sorted(event.user.present()),
+        },
+        "params": event.params,
+        "context": {
+            "ip": ctx.ip,
+            "user_agent": ctx.user_agent,
+            "language": ctx.language,
+            "consent": ctx.consent,
+            "click_ids": ctx.click_ids,
+            "ids": ctx.ids,
+        },
+        "ua": _slots_dict(ctx.ua),
+        "geo": _slots_dict(geo) if geo else {},
+        "bot": ctx.ua.is_bot,
+    }
+
+
+def _slots_dict(obj: Any) -> dict[str, Any]:
+    return {name: getattr(obj, name) for name in obj.__slots__}

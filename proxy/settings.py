@@ -1,0 +1,119 @@
+"""Service settings: where to listen, where things are, and the limits on input.
+
+Settings come from defaults, then ``TAGRELAY_*`` environment variables, then
+command-line flags. Rule files (destinations and routes) are separate: see
+:mod:`proxy.rules`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+__all__ = ["Settings", "SettingsError"]
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class SettingsError(ValueError):
+    """A setting has a value that cannot be used; the message says which and why."""
+
+
+@dataclass(slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    rules_dir: Path = Path("rules")
+    demo: bool = False
+    # Paths the collector uses. Chosen so that no real ad-block list matches
+    # them (tests/test_adblock.py checks every URL the demo page requests).
+    script_path: str = "/assets/c.js"
+    collect_path: str = "/e"
+    # Peers whose forwarding headers are believed (CIDR list). Empty: the
+    # TCP peer is the client.
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    # Domain for first-party cookies; empty means "the registrable domain of
+    # the request host" (public suffix list), host-only for IPs and localhost.
+    cookie_domain: str = ""
+    cookie_secure: bool = True
+    visitor_cookie: str = "trid"
+    cookie_max_age_secs: int = 400 * 24 * 3600
+    geo_db: Path | None = None
+    # Limits on what one hit may carry.
+    max_body_bytes: int = 64 * 1024
+    max_events_per_hit: int = 50
+    max_string_chars: int = 2048
+    max_params: int = 100
+    # Accepted skew between client event time and server time.
+    max_clock_skew_secs: int = 24 * 3600
+    static_dir: Path = field(default_factory=lambda: Path(__file__).resolve().parent.parent / "static")
+    # Outbound delivery.
+    delivery_timeout_secs: float = 10.0
+    delivery_concurrency: int = 4
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+        """Defaults, then ``TAGRELAY_<FIELD>`` variables, then ``overrides`` (not None)."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = env.get("TAGRELAY_" + f.name.upper())
+            if raw is not None:
+                values[f.name] = _parse(f.name, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        for name in ("rules_dir", "static_dir", "geo_db"):
+            if isinstance(values.get(name), str):
+                values[name] = Path(values[name]) if values[name] else None
+        if isinstance(values.get("trusted_proxies"), (list, tuple)):
+            values["trusted_proxies"] = _networks("trusted_proxies", ",".join(map(str, values["trusted_proxies"])))
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        for name in ("script_path", "collect_path"):
+            value = getattr(self, name)
+            if not value.startswith("/") or "?" in value or "#" in value:
+                raise SettingsError(f"{name} {value!r}: must be a path starting with '/', without query")
+        if self.script_path == self.collect_path:
+            raise SettingsError("script_path and collect_path must differ")
+        if not 0 < self.port < 65536:
+            raise SettingsError(f"port {self.port}: must be 1-65535")
+        if self.geo_db is not None and not self.geo_db.is_file():
+            raise SettingsError(f"geo_db {str(self.geo_db)!r}: no such file (a MaxMind DB: GeoLite2-City or DB-IP Lite)")
+
+
+_BOOL = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
+def _parse(name: str, raw: str) -> Any:
+    kind = {f.name: f.type for f in dataclasses.fields(Settings)}[name]
+    try:
+        if name == "trusted_proxies":
+            return _networks(name, raw)
+        if kind == "bool":
+            return _BOOL[raw.strip().lower()]
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+    except (KeyError, ValueError):
+        raise SettingsError(f"TAGRELAY_{name.upper()} {raw!r}: not a valid {kind}") from None
+    return raw
+
+
+def _networks(name: str, raw: str) -> tuple[IPNetwork, ...]:
+    nets = []
+    for part in raw.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            nets.append(ipaddress.ip_network(part, strict=False))
+        except ValueError:
+            raise SettingsError(f"{name} {part!r}: not an IP address or CIDR network") from None
+    return tuple(nets)
