@@ -1,0 +1,28 @@
+"""Vendor adapters, one module per protocol, and the registry of adapter types.
+
+A rule file names an adapter by its ``type``; see :mod:`proxy.vendors.base`
+for the contract every adapter follows.
+"""
+
+from __future__ import annotations
+
+from .base import Adapter
+from .file import JSONLFile
+from .webhook import Webhook
+
+__all__ = ["ADAPTERS", "Adapter"]
+
+ADAPTERS: dict[str, type[Adapter]] = {cls.type: cls for cls in (JSONLFile, Webhook)}
+
+try:  # the vendor modules are added alongside; each registers once present
+    from .meta import MetaCAPI
+
+    ADAPTERS[MetaCAPI.type] = MetaCAPI
+except ImportError:  # pragma: no cover
+    pass
+try:
+    from .ga4 import GA4
+
+    ADAPTERS[GA4.type] = GA4
+except ImportError:  # pragma: no cover
+    pass

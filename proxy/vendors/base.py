@@ -22,7 +22,9 @@ Exceptions::
 from __future__ import annotations
 
 import enum
+import time
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar, Mapping
 
 from ..model import Event
@@ -117,6 +119,11 @@ class Adapter:
         self.name = name
         self.settings = dict(settings)
 
+    @property
+    def batch_size(self) -> int:
+        """Most payloads one request may carry (a destination setting may lower it)."""
+        return self.max_batch
+
     def render(self, event: Event) -> dict[str, Any]:
         raise NotImplementedError
 
@@ -161,9 +168,6 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
     raw = raw.strip()
     if raw.isdigit():
         return min(float(raw), 3600.0)
-    from email.utils import parsedate_to_datetime
-    import time
-
     try:
         when = parsedate_to_datetime(raw).timestamp()
     except (TypeError, ValueError, IndexError, OverflowError):

@@ -1,0 +1,195 @@
+"""The aiohttp application: routes, typed app state, start-up and shut-down."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import orjson
+from aiohttp import web
+
+from .collect import Hit, HitError, hit_from_query, parse_hit
+from .delivery import Delivery
+from .enrich import Enricher
+from .model import Context, Event
+from .pipeline import dispatch
+from .rules import RuleSet
+from .settings import Settings
+
+__all__ = ["make_app", "SETTINGS", "RULES", "DELIVERY", "ENRICHER"]
+
+log = logging.getLogger("proxy.app")
+
+SETTINGS = web.AppKey("settings", Settings)
+RULES = web.AppKey("rules", RuleSet)
+DELIVERY = web.AppKey("delivery", Delivery)
+ENRICHER = web.AppKey("enricher", Enricher)
+_SCRIPT = web.AppKey("script", "CollectorScript")
+
+_PLACEHOLDER = '"__TAGRELAY_COLLECT__"'
+
+
+class CollectorScript:
+    """The collector, with its endpoint filled in, compressed once, with an ETag."""
+
+    def __init__(self, source: str, collect_path: str) -> None:
+        if _PLACEHOLDER not in source:
+            raise ValueError(f"collector script has no {_PLACEHOLDER} placeholder")
+        text = source.replace(_PLACEHOLDER, orjson.dumps(collect_path).decode())
+        self.plain = text.encode("utf-8")
+        self.gzipped = gzip.compress(self.plain, compresslevel=9, mtime=0)
+        self.etag = '"' + hashlib.sha256(self.plain).hexdigest()[:20] + '"'
+
+
+def make_app(settings: Settings, rules: RuleSet) -> web.Application:
+    app = web.Application(client_max_size=settings.max_body_bytes)
+    app[SETTINGS] = settings
+    app[RULES] = rules
+    app[_SCRIPT] = CollectorScript(
+        (settings.static_dir / "collector.js").read_text(encoding="utf-8"), settings.collect_path
+    )
+    app.cleanup_ctx.append(_lifecycle)
+    app.router.add_get(settings.script_path, _script)
+    app.router.add_route("POST", settings.collect_path, _collect)
+    app.router.add_route("GET", settings.collect_path, _collect)
+    app.router.add_route("OPTIONS", settings.collect_path, _preflight)
+    app.router.add_get("/healthz", _healthz)
+    if settings.demo:
+        app.router.add_get("/", _demo_page)
+        app.router.add_get("/product/{name}", _demo_page)
+        app.router.add_static("/demo/", settings.static_dir / "demo", show_index=False)
+    return app
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    app[ENRICHER] = Enricher(settings)
+    delivery = Delivery(
+        {name: d.adapter for name, d in app[RULES].destinations.items()},
+        timeout_secs=settings.delivery_timeout_secs,
+        concurrency=settings.delivery_concurrency,
+    )
+    await delivery.start()
+    app[DELIVERY] = delivery
+    log.info(
+        "collecting at %s (script %s), %d destination(s), %d route(s)",
+        settings.collect_path,
+        settings.script_path,
+        len(app[RULES].destinations),
+        len(app[RULES].routes),
+    )
+    try:
+        yield
+    finally:
+        await delivery.stop()
+        await app[RULES].close()
+        app[ENRICHER].close()
+
+
+async def _script(request: web.Request) -> web.StreamResponse:
+    script = request.app[_SCRIPT]
+    headers = {
+        "Content-Type": "application/javascript; charset=utf-8",
+        "Cache-Control": "public, max-age=3600",
+        "ETag": script.etag,
+        "Vary": "Accept-Encoding",
+    }
+    if script.etag in request.headers.get("If-None-Match", ""):
+        return web.Response(status=304, headers=headers)
+    if "gzip" in request.headers.get("Accept-Encoding", ""):
+        headers["Content-Encoding"] = "gzip"
+        return web.Response(body=script.gzipped, headers=headers)
+    return web.Response(body=script.plain, headers=headers)
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=_NO_STORE)
+
+
+_NO_STORE = {"Cache-Control": "no-store"}
+
+
+async def _collect(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    try:
+        if request.method == "POST":
+            try:
+                body = await request.read()
+            except web.HTTPRequestEntityTooLarge:
+                raise HitError(f"body: over the limit of {settings.max_body_bytes} bytes", 413) from None
+            hit = parse_hit(body, settings)
+        else:
+            hit = hit_from_query(dict(request.query), request.headers.get("Referer", ""), settings)
+    except HitError as exc:
+        log.debug("hit refused: %s", exc)
+        return _error(exc.status, str(exc))
+
+    enricher = request.app[ENRICHER]
+    ctx, cookies = enricher.context(
+        peer=request.remote,
+        headers=request.headers,
+        cookies=request.cookies,
+        host=request.host,
+        click_ids=hit.click_ids,
+    )
+    ctx.consent = hit.consent
+    ctx.screen = hit.screen
+    ctx.language = hit.language or request.headers.get("Accept-Language", "").split(",")[0].strip()[:35]
+    events = _events(hit, ctx)
+    dispatch(request.app[RULES], request.app[DELIVERY], events)
+
+    response = web.Response(status=204, headers=_NO_STORE)
+    for c in cookies:
+        response.set_cookie(
+            c.name,
+            c.value,
+            domain=c.domain,
+            max_age=c.max_age_secs,
+            path="/",
+            secure=settings.cookie_secure,
+            httponly=c.http_only,
+            samesite="Lax",
+        )
+    return response
+
+
+def _events(hit: Hit, ctx: Context) -> list[Event]:
+    return [
+        Event(
+            name=e.name,
+            id=e.id,
+            time=e.time,
+            page=e.page,
+            user=hit.user,
+            context=ctx,
+            params=e.params,
+        )
+        for e in hit.events
+    ]
+
+
+async def _preflight(request: web.Request) -> web.Response:
+    # The collector never needs a preflight (text/plain beacons); answer one
+    # anyway so that a site calling the endpoint with fetch+JSON still works.
+    origin = request.headers.get("Origin", "")
+    headers = {
+        "Access-Control-Allow-Methods": "POST, GET",
+        "Access-Control-Allow-Headers": "Content-Type",
+        "Access-Control-Max-Age": "86400",
+    }
+    if origin:
+        headers["Access-Control-Allow-Origin"] = origin
+        headers["Access-Control-Allow-Credentials"] = "true"
+        headers["Vary"] = "Origin"
+    return web.Response(status=204, headers=headers)
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def _demo_page(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(Path(request.app[SETTINGS].static_dir) / "demo" / "index.html")

@@ -1,0 +1,234 @@
+"""The collection endpoint: parse and check a hit, hand its events on, answer fast.
+
+Wire format (what ``static/collector.js`` sends; POST body, or the ``d``
+query parameter of a GET)::
+
+    {"v": 1,
+     "events": [{"name": "purchase", "id": "…", "time": 1733312345678,
+                 "page": {"url": "…", "referrer": "…", "title": "…"},
+                 "params": {"value": 42.5, "currency": "EUR", …}}],
+     "user": {"email": "…", "phone": "…", "first_name": "…", "last_name": "…", "external_id": "…"},
+     "consent": {"ads": true, "analytics": true, "ad_personalization": true, "ad_user_data": true},
+     "click_ids": {"fbclid": "…"},
+     "screen": "1280x800", "language": "en-US"}
+
+A GET without ``d`` but with ``n=<event name>`` is the ``<noscript>`` pixel:
+one event, its page taken from the ``Referer`` header.
+
+Every problem answers 4xx with ``{"error": "<where>: <what>"}``; nothing in a
+hit can cause a 5xx.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from .model import Page, UserData
+from .settings import Settings
+
+__all__ = ["Hit", "HitEvent", "HitError", "parse_hit", "hit_from_query"]
+
+_EVENT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+_EVENT_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")
+_PURPOSES = frozenset({"analytics", "ads", "ad_personalization", "ad_user_data"})
+_USER_KEYS = frozenset({"email", "phone", "first_name", "last_name", "external_id"})
+CLICK_IDS = frozenset(
+    {"fbclid", "gclid", "gbraid", "wbraid", "ttclid", "msclkid", "li_fat_id", "ScCid", "epik", "rdt_cid", "twclid"}
+)
+_MAX_DEPTH = 4
+_MAX_ITEMS = 200
+_MAX_CLICK_ID = 1024
+_MAX_USER_VALUE = 512
+
+
+class HitError(ValueError):
+    """The hit is unusable; ``status`` is the HTTP status to answer (400 or 413)."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(slots=True)
+class HitEvent:
+    name: str
+    id: str
+    time: float
+    page: Page
+    params: dict[str, Any]
+
+
+@dataclass(slots=True)
+class Hit:
+    events: list[HitEvent]
+    user: UserData = field(default_factory=UserData)
+    consent: dict[str, bool] = field(default_factory=dict)
+    click_ids: dict[str, str] = field(default_factory=dict)
+    screen: str = ""
+    language: str = ""
+
+
+def parse_hit(body: bytes, settings: Settings, now: float | None = None) -> Hit:
+    """Check a hit body and turn it into :class:`Hit`; raise :class:`HitError`."""
+    if len(body) > settings.max_body_bytes:
+        raise HitError(f"body: {len(body)} bytes is over the limit of {settings.max_body_bytes}", 413)
+    if not body.strip():
+        raise HitError("body: empty; expected a JSON object with an 'events' list")
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise HitError(f"body: not valid JSON (UTF-8): {exc}") from None
+    return _hit(doc, settings, time.time() if now is None else now)
+
+
+def hit_from_query(query: dict[str, str], referer: str, settings: Settings, now: float | None = None) -> Hit:
+    """The GET forms: ``?d=<json>`` (image fallback) or ``?n=<name>`` (noscript pixel)."""
+    now = time.time() if now is None else now
+    if "d" in query:
+        return parse_hit(query["d"].encode("utf-8", "surrogatepass"), settings, now)
+    name = query.get("n")
+    if name is None:
+        raise HitError("query: expected 'd' (a JSON hit) or 'n' (an event name)")
+    doc = {"events": [{"name": name, "page": {"url": referer[: settings.max_string_chars]}}]}
+    return _hit(doc, settings, now)
+
+
+def _hit(doc: Any, s: Settings, now: float) -> Hit:
+    if not isinstance(doc, dict):
+        raise HitError("body: must be a JSON object with an 'events' list")
+    events = doc.get("events")
+    if not isinstance(events, list) or not events:
+        raise HitError("events: must be a non-empty list")
+    if len(events) > s.max_events_per_hit:
+        raise HitError(f"events: {len(events)} events is over the limit of {s.max_events_per_hit} per hit", 413)
+    hit = Hit([_event(e, f"events[{i}]", s, now) for i, e in enumerate(events)])
+    user = doc.get("user")
+    if user is not None:
+        hit.user = _user(user)
+    consent = doc.get("consent")
+    if consent is not None:
+        if not isinstance(consent, dict):
+            raise HitError("consent: must be an object of purpose: true/false")
+        for k, v in consent.items():
+            if k not in _PURPOSES:
+                raise HitError(f"consent.{_show(k)}: unknown purpose (known: {', '.join(sorted(_PURPOSES))})")
+            if not isinstance(v, bool):
+                raise HitError(f"consent.{k}: must be true or false")
+        hit.consent = dict(consent)
+    clicks = doc.get("click_ids")
+    if clicks is not None:
+        if not isinstance(clicks, dict):
+            raise HitError("click_ids: must be an object")
+        for k, v in clicks.items():
+            if k not in CLICK_IDS:
+                continue  # a newer collector may know more; ignoring costs nothing
+            if not isinstance(v, str) or not v or len(v) > _MAX_CLICK_ID or not v.isprintable():
+                raise HitError(f"click_ids.{k}: must be a printable string of 1 to {_MAX_CLICK_ID} characters")
+            hit.click_ids[k] = v
+    hit.screen = _short(doc.get("screen"), "screen", 32)
+    hit.language = _short(doc.get("language"), "language", 35)
+    return hit
+
+
+def _event(e: Any, where: str, s: Settings, now: float) -> HitEvent:
+    if not isinstance(e, dict):
+        raise HitError(f"{where}: must be an object")
+    name = e.get("name")
+    if not isinstance(name, str) or not _EVENT_NAME.match(name):
+        raise HitError(f"{where}.name: {_show(name)} is not an event name (a letter, then letters, digits or _; at most 64)")
+    eid = e.get("id")
+    if eid is None:
+        eid = uuid.uuid4().hex
+    elif not isinstance(eid, str) or not _EVENT_ID.match(eid):
+        raise HitError(f"{where}.id: must be 1 to 64 characters of A-Z a-z 0-9 . _ : -")
+    when = e.get("time")
+    if when is None:
+        t = now
+    elif isinstance(when, bool) or not isinstance(when, (int, float)) or not math.isfinite(when):
+        raise HitError(f"{where}.time: must be milliseconds since 1970 (a number)")
+    else:
+        t = when / 1000.0
+        # Client clocks are wrong often enough; a time far from ours is
+        # replaced by ours rather than rejected (vendors refuse odd times).
+        if abs(t - now) > s.max_clock_skew_secs:
+            t = now
+    page = e.get("page", {})
+    if not isinstance(page, dict):
+        raise HitError(f"{where}.page: must be an object with url, referrer, title")
+    p = Page(
+        url=_string(page.get("url", ""), f"{where}.page.url", s),
+        referrer=_string(page.get("referrer", ""), f"{where}.page.referrer", s),
+        title=_string(page.get("title", ""), f"{where}.page.title", s),
+    )
+    params = e.get("params", {})
+    if not isinstance(params, dict):
+        raise HitError(f"{where}.params: must be an object")
+    if len(params) > s.max_params:
+        raise HitError(f"{where}.params: {len(params)} parameters is over the limit of {s.max_params}", 413)
+    checked = {k: _value(v, f"{where}.params.{_show(k)}", s, 1) for k, v in params.items()}
+    return HitEvent(name, eid, t, p, checked)
+
+
+def _value(v: Any, where: str, s: Settings, depth: int) -> Any:
+    if v is None or isinstance(v, (bool, int)):
+        return v
+    if isinstance(v, float):
+        return v  # orjson refuses NaN and infinities already
+    if isinstance(v, str):
+        return _string(v, where, s)
+    if depth >= _MAX_DEPTH:
+        raise HitError(f"{where}: nested deeper than {_MAX_DEPTH} levels")
+    if isinstance(v, list):
+        if len(v) > _MAX_ITEMS:
+            raise HitError(f"{where}: {len(v)} entries is over the limit of {_MAX_ITEMS}", 413)
+        return [_value(x, f"{where}[{i}]", s, depth + 1) for i, x in enumerate(v)]
+    if isinstance(v, dict):
+        if len(v) > s.max_params:
+            raise HitError(f"{where}: {len(v)} keys is over the limit of {s.max_params}", 413)
+        return {k: _value(x, f"{where}.{_show(k)}", s, depth + 1) for k, x in v.items()}
+    raise HitError(f"{where}: unsupported value")  # pragma: no cover - JSON has no other types
+
+
+def _string(v: Any, where: str, s: Settings) -> str:
+    if not isinstance(v, str):
+        raise HitError(f"{where}: must be a string")
+    if len(v) > s.max_string_chars:
+        raise HitError(f"{where}: {len(v)} characters is over the limit of {s.max_string_chars}", 413)
+    return v
+
+
+def _short(v: Any, where: str, limit: int) -> str:
+    if v is None:
+        return ""
+    if not isinstance(v, str) or len(v) > limit or not v.isprintable():
+        raise HitError(f"{where}: must be a printable string of at most {limit} characters")
+    return v
+
+
+def _user(user: Any) -> UserData:
+    if not isinstance(user, dict):
+        raise HitError("user: must be an object")
+    data = UserData()
+    for k, v in user.items():
+        if k not in _USER_KEYS:
+            raise HitError(f"user.{_show(k)}: unknown field (known: {', '.join(sorted(_USER_KEYS))})")
+        if v is None:
+            continue
+        if not isinstance(v, str) or len(v) > _MAX_USER_VALUE:
+            # The value itself is never echoed: it may be PII.
+            raise HitError(f"user.{k}: must be a string of at most {_MAX_USER_VALUE} characters")
+        setattr(data, k, v)
+    return data
+
+
+def _show(value: Any) -> str:
+    """A short, safe rendering of a client-supplied key or value for an error message."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

@@ -1,0 +1,131 @@
+"""Field mapping: a route's ``set`` table, compiled once in Jinja2's sandbox.
+
+A ``set`` table maps a dotted path in an adapter's rendered payload to a value.
+String values are Jinja2 templates evaluated against the event's view
+(:func:`proxy.model.event_view`); a template that is a single expression keeps
+its native type (``"{{ params.value }}"`` stays a float). Non-string values
+are literals. A template that yields nothing (undefined, None or "") removes
+the key, so a route can also drop fields: ``"custom_data.foo" = ""``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from jinja2 import ChainableUndefined, TemplateError, Undefined
+from jinja2.nativetypes import NativeCodeGenerator, native_concat
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+__all__ = ["Mapping", "MappingError", "compile_mapping", "flatten", "set_path"]
+
+
+class MappingError(ValueError):
+    """A template failed at render time; the message names the key."""
+
+
+class _Env(ImmutableSandboxedEnvironment):
+    """Sandboxed, immutable, native types; ``a.b`` on a dict reads the key first.
+
+    Plain Jinja resolves ``params.items`` to ``dict.items`` (the method); in a
+    mapping ``params.items`` must mean the event's items.
+    """
+
+    code_generator_class = NativeCodeGenerator
+    concat = staticmethod(native_concat)
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if isinstance(obj, dict):
+            try:
+                return obj[attribute]
+            except KeyError:
+                return self.undefined(obj=obj, name=attribute)
+        return super().getattr(obj, attribute)
+
+
+_ENV = _Env(undefined=ChainableUndefined, autoescape=False)
+
+
+@dataclass(slots=True, frozen=True)
+class _Field:
+    path: tuple[str, ...]
+    key: str
+    template: Any  # jinja2.Template, or None for a literal
+    literal: Any
+
+
+@dataclass(slots=True, frozen=True)
+class Mapping:
+    fields: tuple[_Field, ...] = ()
+
+    def apply(self, payload: dict[str, Any], view: dict[str, Any]) -> dict[str, Any]:
+        """Write each field into ``payload`` (in place) and return it."""
+        for f in self.fields:
+            if f.template is None:
+                value = f.literal
+            else:
+                try:
+                    value = f.template.render(view)
+                except TemplateError as exc:
+                    raise MappingError(f"set.{f.key}: {exc}") from None
+                except (TypeError, ValueError, ArithmeticError, LookupError) as exc:
+                    raise MappingError(f"set.{f.key}: {type(exc).__name__}: {exc}") from None
+            if isinstance(value, Undefined) or value is None or value == "":
+                _remove_path(payload, f.path)
+            else:
+                set_path(payload, f.path, value)
+        return payload
+
+
+def compile_mapping(table: dict[str, Any]) -> tuple[Mapping, list[tuple[str, str]]]:
+    """Compile a ``set`` table. Returns the mapping and (key, problem) pairs."""
+    fields: list[_Field] = []
+    problems: list[tuple[str, str]] = []
+    for key, value in table.items():
+        path = tuple(key.split("."))
+        if not all(path):
+            problems.append((key, "empty segment in path"))
+            continue
+        if isinstance(value, str) and ("{{" in value or "{%" in value):
+            try:
+                template = _ENV.from_string(value)
+            except TemplateError as exc:
+                problems.append((key, f"template does not compile: {exc}"))
+                continue
+            fields.append(_Field(path, key, template, None))
+        else:
+            fields.append(_Field(path, key, None, value))
+    return Mapping(tuple(fields)), problems
+
+
+def flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{a = {b = 1}}`` and ``{"a.b" = 1}`` name the same path."""
+    out: dict[str, Any] = {}
+    for k, v in table.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def set_path(target: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    node = target
+    for part in path[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[path[-1]] = value
+
+
+def _remove_path(target: dict[str, Any], path: tuple[str, ...]) -> None:
+    node: Any = target
+    for part in path[:-1]:
+        node = node.get(part) if isinstance(node, dict) else None
+        if node is None:
+            return
+    if isinstance(node, dict):
+        node.pop(path[-1], None)

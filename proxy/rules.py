@@ -1,0 +1,462 @@
+"""Rule files: load, validate and compile destinations and routes.
+
+Every ``*.toml`` file in the rules directory is read in name order. A file
+may declare destinations (``[destinations.NAME]``) and routes
+(``[[routes]]``); names are global across files. Loading reports every
+problem at once, each with its file and key path, and never returns a
+partial rule set: :class:`RulesError` carries the whole list.
+
+Matching::
+
+    match = { event = ["purchase", "begin_checkout"],    # any of
+              "page.host" = "shop.example.com",           # equal
+              "params.value" = { gte = 100 },             # operator table
+              bot = false }
+
+Operators: ``in``, ``not``, ``not_in``, ``gt``, ``gte``, ``lt``, ``lte``,
+``regex``, ``prefix``, ``suffix``, ``contains``, ``exists``. Every condition
+must hold. For each destination the first route (in file order) that matches
+and sends to it wins, so one event reaches one destination at most once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping as TMapping
+
+from .mapping import Mapping, compile_mapping, flatten
+from .model import Event, event_view
+from .vendors import ADAPTERS
+from .vendors.base import Adapter, ConfigError
+
+__all__ = ["Destination", "Route", "RuleSet", "RulesError", "load_rules", "Skip"]
+
+log = logging.getLogger("proxy.rules")
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+_PURPOSES = ("analytics", "ads", "ad_personalization", "ad_user_data")
+# Top-level keys of proxy.model.event_view, and which of them are tables
+# with a fixed set of keys (so that a typo such as "page.hots" is caught).
+_VIEW_KEYS: dict[str, frozenset[str] | None] = {
+    "event": frozenset(),
+    "name": frozenset(),
+    "id": frozenset(),
+    "time": frozenset(),
+    "source": frozenset(),
+    "action_source": frozenset(),
+    "bot": frozenset(),
+    "page": frozenset({"url", "referrer", "title", "host", "path", "query"}),
+    "user": frozenset({"id", "anonymous_id", "has"}),
+    "ua": frozenset(
+        {"browser", "browser_version", "os", "os_version", "device", "device_brand",
+         "device_model", "category", "is_bot", "bot_reason"}
+    ),
+    "geo": frozenset(
+        {"country", "region", "region_name", "city", "postal_code", "continent", "time_zone"}
+    ),
+    "params": None,  # anything
+    "context": None,
+}
+
+
+class RulesError(Exception):
+    """Rule files that cannot be used. ``problems`` lists every one as 'file: key: message'."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__(f"{len(problems)} problem(s) in rule files:\n" + "\n".join(problems))
+
+
+@dataclass(slots=True)
+class Destination:
+    name: str
+    type: str
+    adapter: Adapter
+    consent: tuple[str, ...]
+    file: str
+
+
+@dataclass(slots=True)
+class Route:
+    name: str
+    file: str
+    conditions: tuple[tuple[str, Callable[[Any], bool], str], ...]  # (path, test, text)
+    to: tuple[str, ...]
+    mapping: Mapping
+
+    def matches(self, view: dict[str, Any]) -> bool:
+        return all(test(_lookup(view, path)) for path, test, _ in self.conditions)
+
+    def describe_match(self) -> str:
+        return ", ".join(text for _, _, text in self.conditions) or "every event"
+
+
+@dataclass(slots=True, frozen=True)
+class Skip:
+    destination: str
+    reason: str  # "no route", "consent: ads", "disabled"
+
+
+@dataclass(slots=True)
+class RuleSet:
+    destinations: dict[str, Destination]
+    routes: list[Route]
+    warnings: list[str] = field(default_factory=list)
+    disabled: dict[str, str] = field(default_factory=dict)  # name -> why
+
+    def plan(self, event: Event, view: dict[str, Any] | None = None) -> tuple[list[tuple[Destination, Route]], list[Skip]]:
+        """Which destinations get this event through which route, and which do not, and why."""
+        view = event_view(event) if view is None else view
+        chosen: dict[str, Route] = {}
+        for route in self.routes:
+            if not route.matches(view):
+                continue
+            for name in route.to:
+                chosen.setdefault(name, route)
+        sends: list[tuple[Destination, Route]] = []
+        skips: list[Skip] = []
+        for name, route in chosen.items():
+            if name in self.disabled:
+                skips.append(Skip(name, "disabled"))
+                continue
+            dest = self.destinations[name]
+            missing = [p for p in dest.consent if event.context.consent.get(p) is False]
+            # TODO(issue 4): "no signal" counts as granted until the per-region
+            # default policy exists; only an explicit denial blocks today.
+            if missing:
+                skips.append(Skip(name, "consent: " + ",".join(missing)))
+                continue
+            sends.append((dest, route))
+        return sends, skips
+
+    def table(self) -> list[tuple[str, str, str, str]]:
+        """(route, file, match, destinations) rows for ``tagrelay check``."""
+        rows = []
+        for r in self.routes:
+            to = ", ".join(n + (" (disabled)" if n in self.disabled else "") for n in r.to)
+            rows.append((r.name, r.file, r.describe_match(), to))
+        return rows
+
+    async def close(self) -> None:
+        for dest in self.destinations.values():
+            await dest.adapter.close()
+
+
+def load_rules(directory: Path, env: TMapping[str, str] | None = None) -> RuleSet:
+    """Load every rule file in ``directory``; raise :class:`RulesError` with all problems."""
+    env = os.environ if env is None else env
+    problems: list[str] = []
+    warnings: list[str] = []
+    if not directory.is_dir():
+        raise RulesError([f"{directory}: not a directory of rule files"])
+    files = sorted(p for p in directory.iterdir() if p.suffix == ".toml" and p.is_file())
+    if not files:
+        raise RulesError([f"{directory}: no *.toml rule files"])
+
+    raw_dests: list[tuple[str, str, dict[str, Any]]] = []
+    raw_routes: list[tuple[str, int, dict[str, Any]]] = []
+    for path in files:
+        label = str(path)
+        try:
+            doc = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            problems.append(f"{label}: not valid TOML: {exc}")
+            continue
+        except (OSError, UnicodeDecodeError) as exc:
+            problems.append(f"{label}: cannot read: {exc}")
+            continue
+        for key in doc:
+            if key not in ("destinations", "routes"):
+                problems.append(f"{label}: {key}: unknown top-level key (expected 'destinations' or 'routes')")
+        dests = doc.get("destinations", {})
+        if not isinstance(dests, dict):
+            problems.append(f"{label}: destinations: must be a table of [destinations.NAME]")
+            dests = {}
+        for name, body in dests.items():
+            if not isinstance(body, dict):
+                problems.append(f"{label}: destinations.{name}: must be a table")
+                continue
+            raw_dests.append((label, name, body))
+        routes = doc.get("routes", [])
+        if not isinstance(routes, list):
+            problems.append(f"{label}: routes: must be an array of tables ([[routes]])")
+            routes = []
+        for i, body in enumerate(routes):
+            if not isinstance(body, dict):
+                problems.append(f"{label}: routes[{i}]: must be a table")
+                continue
+            raw_routes.append((label, i, body))
+
+    destinations: dict[str, Destination] = {}
+    disabled: dict[str, str] = {}
+    for label, name, body in raw_dests:
+        where = f"{label}: destinations.{name}"
+        if not _NAME.match(name):
+            problems.append(f"{where}: name must be lowercase letters, digits and _ (starting with a letter)")
+            continue
+        if name in destinations or name in disabled:
+            problems.append(f"{where}: destination {name!r} is declared twice")
+            continue
+        dest, why, errs = _destination(label, name, body, env)
+        problems.extend(f"{where}.{e}" for e in errs)
+        if why:
+            disabled[name] = why
+            warnings.append(f"{where}: disabled: {why}")
+        elif dest is not None:
+            destinations[name] = dest
+
+    route_list: list[Route] = []
+    seen_names: set[str] = set()
+    for label, i, body in raw_routes:
+        where = f"{label}: routes[{i}]"
+        route, errs = _route(label, i, body, set(destinations) | set(disabled))
+        problems.extend(f"{where}.{e}" for e in errs)
+        if route is not None:
+            if route.name in seen_names:
+                problems.append(f"{where}.name: route name {route.name!r} is used twice")
+            seen_names.add(route.name)
+            route_list.append(route)
+
+    used = {n for r in route_list for n in r.to}
+    for name in destinations:
+        if name not in used:
+            warnings.append(f"{destinations[name].file}: destinations.{name}: no route sends to it")
+    if problems:
+        raise RulesError(problems)
+    return RuleSet(destinations, route_list, warnings, disabled)
+
+
+def _destination(
+    label: str, name: str, body: dict[str, Any], env: TMapping[str, str]
+) -> tuple[Destination | None, str, list[str]]:
+    """Returns (destination, why-disabled, problems as 'key: message')."""
+    errs: list[str] = []
+    kind = body.get("type")
+    if not isinstance(kind, str) or kind not in ADAPTERS:
+        known = ", ".join(sorted(ADAPTERS))
+        return None, "", [f"type: {kind!r} is not an adapter type (known: {known})"]
+    cls = ADAPTERS[kind]
+    optional = body.get("optional", False)
+    if not isinstance(optional, bool):
+        errs.append("optional: must be true or false")
+    consent = body.get("consent", [])
+    if not (isinstance(consent, list) and all(isinstance(c, str) for c in consent)):
+        errs.append(f"consent: must be a list of purposes ({', '.join(_PURPOSES)})")
+        consent = []
+    for c in consent:
+        if c not in _PURPOSES:
+            errs.append(f"consent: unknown purpose {c!r} (known: {', '.join(_PURPOSES)})")
+
+    settings: dict[str, Any] = {}
+    unset: list[str] = []
+    for key, value in body.items():
+        if key in ("type", "optional", "consent"):
+            continue
+        if key in cls.secret_keys and isinstance(value, str) and value and not _ENV_REF.fullmatch(value):
+            errs.append(f"{key}: secrets are never written in rule files; use \"${{ENV_NAME}}\"")
+            continue
+        settings[key] = _expand(value, env, unset)
+    if unset:
+        names = ", ".join(sorted(set(unset)))
+        if optional is True:
+            return None, f"environment variable(s) {names} not set", errs
+        errs.append(f"environment variable(s) {names} not set (or mark the destination optional = true)")
+    if errs:
+        return None, "", errs
+    try:
+        adapter = cls(name, settings)
+    except ConfigError as exc:
+        return None, "", [f"{k}: {m}" for k, m in exc.problems]
+    return Destination(name, kind, adapter, tuple(consent), label), "", []
+
+
+def _expand(value: Any, env: TMapping[str, str], unset: list[str]) -> Any:
+    if isinstance(value, str):
+        def sub(m: re.Match[str]) -> str:
+            got = env.get(m.group(1))
+            if got is None or (got == "" and m.group(2) is not None):
+                if m.group(2) is not None:
+                    return m.group(2)
+                unset.append(m.group(1))
+                return ""
+            return got
+
+        return _ENV_REF.sub(sub, value)
+    if isinstance(value, list):
+        return [_expand(v, env, unset) for v in value]
+    if isinstance(value, dict):
+        return {k: _expand(v, env, unset) for k, v in value.items()}
+    return value
+
+
+def _route(label: str, index: int, body: dict[str, Any], known: set[str]) -> tuple[Route | None, list[str]]:
+    errs: list[str] = []
+    for key in body:
+        if key not in ("name", "match", "to", "set"):
+            errs.append(f"{key}: unknown key (expected name, match, to, set)")
+    name = body.get("name", f"{Path(label).stem}#{index}")
+    if not isinstance(name, str) or not name.strip():
+        errs.append("name: must be a non-empty string")
+        name = f"{Path(label).stem}#{index}"
+    to = body.get("to")
+    if isinstance(to, str):
+        to = [to]
+    if not (isinstance(to, list) and to and all(isinstance(t, str) for t in to)):
+        errs.append("to: must name one or more destinations")
+        to = []
+    for t in to:
+        if t not in known:
+            errs.append(f"to: no destination named {t!r} (known: {', '.join(sorted(known)) or 'none'})")
+    match = body.get("match", {})
+    conditions: list[tuple[str, Callable[[Any], bool], str]] = []
+    if not isinstance(match, dict):
+        errs.append("match: must be a table")
+        match = {}
+    for key, spec in match.items():
+        problem = _check_path(key)
+        if problem:
+            errs.append(f"match.{key}: {problem}")
+            continue
+        try:
+            test, text = _condition(key, spec)
+        except ValueError as exc:
+            errs.append(f"match.{key}: {exc}")
+            continue
+        path = "name" if key == "event" else key
+        conditions.append((path, test, text))
+    table = body.get("set", {})
+    if not isinstance(table, dict):
+        errs.append("set: must be a table of \"payload.path\" = value")
+        table = {}
+    mapping, mproblems = compile_mapping(flatten(table))
+    errs.extend(f"set.{k}: {m}" for k, m in mproblems)
+    if errs:
+        return None, errs
+    return Route(name, label, tuple(conditions), tuple(to), mapping), []
+
+
+def _check_path(key: str) -> str:
+    parts = key.split(".")
+    top = parts[0]
+    if top not in _VIEW_KEYS:
+        return f"unknown field (known: {', '.join(sorted(_VIEW_KEYS))}, or params.NAME)"
+    allowed = _VIEW_KEYS[top]
+    if allowed is None:
+        return "" if len(parts) > 1 else f"name a field inside {top}, e.g. {top}.value"
+    if not allowed:
+        return "" if len(parts) == 1 else f"{top} has no fields"
+    if len(parts) != 2 or parts[1] not in allowed:
+        return f"unknown field (known: {', '.join(f'{top}.{a}' for a in sorted(allowed))})"
+    return ""
+
+
+_MISSING = object()
+
+
+def _lookup(view: dict[str, Any], path: str) -> Any:
+    node: Any = view
+    for part in path.split("."):
+        if isinstance(node, dict):
+            node = node.get(part, _MISSING)
+        else:
+            return _MISSING
+        if node is _MISSING:
+            return _MISSING
+    return node
+
+
+def _number(v: Any) -> float | None:
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, (int, float)):
+        return float(v)
+    if isinstance(v, str):
+        try:
+            return float(v)
+        except ValueError:
+            return None
+    return None
+
+
+def _scalar(v: Any) -> bool:
+    return isinstance(v, (str, int, float, bool))
+
+
+def _condition(key: str, spec: Any) -> tuple[Callable[[Any], bool], str]:
+    if _scalar(spec):
+        return (lambda v, s=spec: v is not _MISSING and _equal(v, s)), f"{key} = {spec!r}"
+    if isinstance(spec, list):
+        if not spec or not all(_scalar(s) for s in spec):
+            raise ValueError("a list must hold one or more strings, numbers or booleans")
+        return _any_of(spec), f"{key} in {spec!r}"
+    if not isinstance(spec, dict) or not spec:
+        raise ValueError("must be a value, a list of values, or a table of operators")
+    tests: list[Callable[[Any], bool]] = []
+    texts: list[str] = []
+    for op, arg in spec.items():
+        texts.append(f"{key} {op} {arg!r}")
+        if op == "in":
+            if not (isinstance(arg, list) and arg and all(_scalar(a) for a in arg)):
+                raise ValueError("in: must be a non-empty list of values")
+            tests.append(_any_of(arg))
+        elif op in ("not", "not_in"):
+            values = arg if isinstance(arg, list) else [arg]
+            if not all(_scalar(a) for a in values):
+                raise ValueError(f"{op}: must be a value or a list of values")
+            inner = _any_of(values)
+            tests.append(lambda v, inner=inner: not inner(v))
+        elif op in ("gt", "gte", "lt", "lte"):
+            if _number(arg) is None or isinstance(arg, str):
+                raise ValueError(f"{op}: must be a number")
+            tests.append(_compare(op, float(arg)))
+        elif op == "regex":
+            if not isinstance(arg, str):
+                raise ValueError("regex: must be a string")
+            try:
+                rx = re.compile(arg)
+            except re.error as exc:
+                raise ValueError(f"regex: does not compile: {exc}") from None
+            tests.append(lambda v, rx=rx: isinstance(v, str) and rx.search(v) is not None)
+        elif op in ("prefix", "suffix", "contains"):
+            if not isinstance(arg, str):
+                raise ValueError(f"{op}: must be a string")
+            fn = {"prefix": str.startswith, "suffix": str.endswith, "contains": str.__contains__}[op]
+            tests.append(lambda v, a=arg, fn=fn: isinstance(v, str) and fn(v, a))
+        elif op == "exists":
+            if not isinstance(arg, bool):
+                raise ValueError("exists: must be true or false")
+            tests.append(lambda v, want=arg: (v is not _MISSING and v not in (None, "")) == want)
+        else:
+            raise ValueError(
+                f"unknown operator {op!r} (known: in, not, not_in, gt, gte, lt, lte, regex, prefix, suffix, contains, exists)"
+            )
+    return (lambda v: all(t(v) for t in tests)), " and ".join(texts)
+
+
+def _equal(value: Any, spec: Any) -> bool:
+    if isinstance(spec, bool) or isinstance(value, bool):
+        return value is spec
+    if isinstance(spec, (int, float)):
+        n = _number(value)
+        return n is not None and n == float(spec)
+    return value == spec
+
+
+def _any_of(specs: list[Any]) -> Callable[[Any], bool]:
+    return lambda v: v is not _MISSING and any(_equal(v, s) for s in specs)
+
+
+def _compare(op: str, bound: float) -> Callable[[Any], bool]:
+    def test(v: Any) -> bool:
+        n = _number(v)
+        if n is None:
+            return False
+        return {"gt": n > bound, "gte": n >= bound, "lt": n < bound, "lte": n <= bound}[op]
+
+    return test

@@ -1,0 +1,24 @@
+"""The canonical event as JSON, safe to write anywhere: PII only as SHA-256.
+
+Used by the destinations that are not a vendor protocol (local file,
+webhook default body) and by ``tagrelay try``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..model import Event, event_view
+from ..privacy import meta_user_data
+
+__all__ = ["canonical_payload"]
+
+
+def canonical_payload(event: Event) -> dict[str, Any]:
+    """The event's view plus hashed user data (normalised as Meta does, SHA-256 hex)."""
+    view = event_view(event)
+    view.pop("event", None)
+    hashed = meta_user_data(event.user)
+    if hashed:
+        view["user"]["hashed"] = hashed
+    return view
