@@ -1,0 +1,168 @@
+"""Geo lookup of the client IP in a MaxMind DB file.
+
+Works with MaxMind GeoIP2/GeoLite2 City and Country and with DB-IP's
+Lite databases, which use the same file format and a subset of the same
+record layout. What is read from a record:
+
+===============  =============================================  ==================
+Geo field        record path                                    DB-IP City Lite
+===============  =============================================  ==================
+``country``      ``country.iso_code`` (never registered_country)  present
+``continent``    ``continent.code``                               present
+``region``       ``subdivisions[0].iso_code``                     absent: ""
+``region_name``  ``subdivisions[0].names.en``                     present
+``city``         ``city.names.en``                                present
+``postal_code``  ``postal.code``                                  absent: ""
+``time_zone``    ``location.time_zone``                           absent: ""
+===============  =============================================  ==================
+
+``subdivisions`` runs from the largest to the smallest, so the first one is
+the state or region that GA4 and Meta expect. Names are the English ones,
+kept as UTF-8 ("Linköping").
+
+A record with neither a country nor a continent (MaxMind stores some
+networks with only ``traits``) is not a location: :meth:`GeoReader.lookup`
+returns None for it, as for an address the database does not hold. A record
+with only a continent gives a :class:`~proxy.model.Geo` with just
+``continent`` set, which is still enough for rules such as "EU visitors".
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import maxminddb
+
+from proxy.model import Geo
+from proxy.settings import SettingsError
+
+from .client_ip import normalize_ip
+
+__all__ = ["GeoDatabaseError", "GeoReader", "geo_from_record"]
+
+log = logging.getLogger("proxy.enrich")
+
+# MaxMind and DB-IP products that share the file format but hold no location.
+_NOT_A_LOCATION_DB = re.compile(
+    r"ASN|ISP|Anonymous|Connection-Type|Domain|IP-Risk|User-Count|Static-IP", re.IGNORECASE
+)
+
+
+class GeoDatabaseError(SettingsError):
+    """The configured geo database cannot be used; the message names the file and why."""
+
+
+class GeoReader:
+    """One MaxMind DB file, opened once with the C extension (memory-mapped).
+
+    Raises :class:`GeoDatabaseError` if the file is missing, is not a MaxMind
+    DB, holds no location data (an ASN or anonymous-IP database), or if the
+    ``maxminddb`` C extension is not installed.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        try:
+            self._reader = maxminddb.open_database(str(self.path), maxminddb.MODE_MMAP_EXT)
+        except FileNotFoundError:
+            raise GeoDatabaseError(f"geo_db {str(self.path)!r}: no such file") from None
+        except maxminddb.InvalidDatabaseError:
+            raise GeoDatabaseError(
+                f"geo_db {str(self.path)!r}: not a MaxMind DB file "
+                "(expected GeoLite2/GeoIP2 City or Country, or DB-IP Lite, in .mmdb format)"
+            ) from None
+        except ValueError as exc:
+            # open_database raises ValueError when MODE_MMAP_EXT is asked for
+            # and the C extension did not import; the pure-Python reader is
+            # an order of magnitude slower per lookup, so we refuse it.
+            raise GeoDatabaseError(
+                f"geo_db {str(self.path)!r}: the maxminddb C extension is not available "
+                f"({exc}); install a maxminddb wheel built for this platform"
+            ) from None
+        except OSError as exc:
+            raise GeoDatabaseError(f"geo_db {str(self.path)!r}: cannot be read: {exc.strerror}") from None
+
+        self.database_type: str = self._reader.metadata().database_type
+        if _NOT_A_LOCATION_DB.search(self.database_type):
+            self._reader.close()
+            raise GeoDatabaseError(
+                f"geo_db {str(self.path)!r}: database type {self.database_type!r} holds no "
+                "location data; use a City or Country database"
+            )
+        self._closed = False
+        self._warned_corrupt = False
+        log.info("geo database opened: %s (%s)", self.path, self.database_type)
+
+    def lookup(self, ip: str) -> Geo | None:
+        """Where ``ip`` is, or None when unknown.
+
+        None without touching the database for anything that is not a
+        public address (private, loopback, link-local, CGNAT, documentation
+        ranges) or not an address at all. ``::ffff:a.b.c.d`` is looked up
+        as ``a.b.c.d``.
+        """
+        if self._closed:
+            raise RuntimeError(f"geo database {str(self.path)!r} is closed")
+        normal = normalize_ip(ip) if isinstance(ip, str) else None
+        if normal is None or not ipaddress.ip_address(normal).is_global:
+            return None
+
+        try:
+            record = self._reader.get(normal)
+        except ValueError:
+            # An IPv6 address in an IPv4-only database.
+            return None
+        except maxminddb.InvalidDatabaseError:
+            if not self._warned_corrupt:
+                self._warned_corrupt = True
+                log.error("geo database %s is corrupt; lookups return nothing until it is replaced", self.path)
+            return None
+        return geo_from_record(record)
+
+    def close(self) -> None:
+        """Unmap the file. Lookups after this raise RuntimeError."""
+        if not self._closed:
+            self._closed = True
+            self._reader.close()
+
+    def __enter__(self) -> GeoReader:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def geo_from_record(record: Any) -> Geo | None:
+    """The :class:`~proxy.model.Geo` in one database record (see the module table)."""
+    if not isinstance(record, Mapping):
+        return None
+    country = _text(record, "country", "iso_code")
+    continent = _text(record, "continent", "code")
+    if not country and not continent:
+        return None
+
+    subdivisions = record.get("subdivisions")
+    first: Any = subdivisions[0] if isinstance(subdivisions, list) and subdivisions else {}
+    return Geo(
+        country=country,
+        region=_text(first, "iso_code"),
+        region_name=_text(first, "names", "en"),
+        city=_text(record, "city", "names", "en"),
+        postal_code=_text(record, "postal", "code"),
+        continent=continent,
+        time_zone=_text(record, "location", "time_zone"),
+    )
+
+
+def _text(node: Any, *path: str) -> str:
+    """The string at ``path`` under ``node``, or "" if any step is missing or not a string."""
+    for key in path:
+        if not isinstance(node, Mapping):
+            return ""
+        node = node.get(key)
+    return node if isinstance(node, str) else ""
