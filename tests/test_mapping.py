@@ -1,0 +1,69 @@
+"""Route field mapping: sandboxed Jinja2 templates compiled once."""
+
+from __future__ import annotations
+
+import pytest
+
+from proxy.mapping import MappingError, compile_mapping
+
+VIEW = {"name": "purchase", "params": {"value": 12.5, "transaction_id": "T-1", "items": [{"item_id": "A"}]}}
+
+
+def apply(table: dict, payload: dict | None = None) -> dict:
+    mapping, problems = compile_mapping(table)
+    assert problems == []
+    return mapping.apply(payload if payload is not None else {}, VIEW)
+
+
+def test_single_expression_keeps_its_native_type():
+    """'{{ params.value }}' yields the float 12.5, not the string."""
+    assert apply({"custom_data.value": "{{ params.value }}"}) == {"custom_data": {"value": 12.5}}
+
+
+def test_text_with_expressions_is_a_string():
+    """Mixed text renders as a string."""
+    assert apply({"order": "order-{{ params.transaction_id }}"}) == {"order": "order-T-1"}
+
+
+def test_dot_items_reads_the_key_not_the_dict_method():
+    """params.items is the event's items list, as a marketer would expect."""
+    assert apply({"ids": "{{ params.items | map(attribute='item_id') | list }}"}) == {"ids": ["A"]}
+
+
+def test_literal_values_are_set_as_is():
+    """Non-template values are literals."""
+    assert apply({"a.b": 3, "c": "plain"}) == {"a": {"b": 3}, "c": "plain"}
+
+
+def test_undefined_or_empty_removes_the_key():
+    """A template that yields nothing removes the field from the payload."""
+    assert apply({"custom_data.x": "{{ params.missing }}"}, {"custom_data": {"x": 1, "y": 2}}) == {
+        "custom_data": {"y": 2}
+    }
+
+
+def test_syntax_error_is_reported_at_compile_time_with_the_key():
+    """A broken template is a load-time problem naming its key."""
+    _, problems = compile_mapping({"custom_data.value": "{{ params.value "})
+    assert problems and problems[0][0] == "custom_data.value"
+
+
+def test_sandbox_refuses_attribute_escapes():
+    """Templates cannot reach Python internals."""
+    mapping, _ = compile_mapping({"x": "{{ params.__class__.__mro__ }}"})
+    assert mapping.apply({}, VIEW) == {}
+
+
+def test_sandbox_refuses_mutation():
+    """Templates cannot change the event they read."""
+    mapping, _ = compile_mapping({"x": "{{ params.update({'value': 0}) }}"})
+    with pytest.raises(MappingError, match="set.x"):
+        mapping.apply({}, VIEW)
+    assert VIEW["params"]["value"] == 12.5
+
+
+def test_render_error_names_the_key():
+    """A template failing at render time names the key."""
+    mapping, _ = compile_mapping({"v": "{{ params.value / 0 }}"})
+    with pytest.raises(MappingError, match="set.v"):
+        mapping.apply({}, VIEW)

@@ -1,0 +1,139 @@
+"""Rule files: loading, validation with every problem at once, matching and planning."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from proxy.model import Context, Event, Geo, Page, UAInfo
+from proxy.rules import RulesError, load_rules
+
+FILE_DEST = """
+[destinations.log]
+type = "file"
+path = "{tmp}/events.jsonl"
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "10-test.toml") -> Path:
+    (tmp_path / name).write_text(text.replace("{tmp}", str(tmp_path)), encoding="utf-8")
+    return tmp_path
+
+
+def event(name: str = "purchase", **kw) -> Event:
+    ctx = Context(geo=Geo(country="SE"), ua=UAInfo(is_bot=kw.pop("bot", False)), consent=kw.pop("consent", {}))
+    return Event(name=name, id="e1", time=0.0, page=Page(url="https://shop.example.com/p?x=1"), context=ctx, **kw)
+
+
+def problems(tmp_path: Path) -> list[str]:
+    with pytest.raises(RulesError) as info:
+        load_rules(tmp_path, env={})
+    return info.value.problems
+
+
+def test_example_rules_in_the_repo_load_without_vendor_accounts():
+    """The shipped rules/ work with no environment at all (vendors disabled, file on)."""
+    rules = load_rules(Path(__file__).parent.parent / "rules", env={})
+    assert set(rules.destinations) == {"local_log"} and {"meta", "ga4"} <= set(rules.disabled)
+
+
+def test_every_problem_is_reported_at_once_with_file_and_key(tmp_path):
+    """Three mistakes in two files give three problems, each with its file and key path."""
+    write(tmp_path, FILE_DEST + '[[routes]]\nto = ["nope"]\nmatch = { "page.hots" = "x" }\n')
+    write(tmp_path, "[destinations.m]\ntype = \"meta_capi\"\npixel_id = \"${PIXEL}\"\n", "20-b.toml")
+    found = problems(tmp_path)
+    assert len(found) == 3
+    assert any("10-test.toml: routes[0].to" in p and "'nope'" in p for p in found)
+    assert any("10-test.toml: routes[0].match.page.hots" in p for p in found)
+    assert any("20-b.toml: destinations.m" in p and "PIXEL" in p for p in found)
+
+
+def test_toml_syntax_error_names_the_file_and_line(tmp_path):
+    """A TOML error is reported with its file and line."""
+    write(tmp_path, "[destinations.x\n")
+    (found,) = problems(tmp_path)
+    assert "10-test.toml: not valid TOML" in found and "line 1" in found
+
+
+def test_secret_written_in_a_rule_file_is_refused(tmp_path):
+    """An access token written literally is refused: secrets come from the environment."""
+    write(tmp_path, '[destinations.m]\ntype = "meta_capi"\npixel_id = "1"\naccess_token = "EAABsecret"\n')
+    found = problems(tmp_path)
+    assert any("access_token" in p and "${ENV_NAME}" in p for p in found)
+    assert not any("EAABsecret" in p for p in found)
+
+
+def test_env_reference_and_default_are_expanded(tmp_path):
+    """${NAME} reads the environment and ${NAME:-default} falls back."""
+    write(tmp_path, '[destinations.log]\ntype = "file"\npath = "${DIR:-/nowhere}/${FILE}"\n[[routes]]\nto = ["log"]\n')
+    rules = load_rules(tmp_path, env={"FILE": "a.jsonl"})
+    assert str(rules.destinations["log"].adapter.path) == "/nowhere/a.jsonl"
+
+
+def test_unknown_adapter_type_lists_the_known_ones(tmp_path):
+    """A misspelt type says which types exist."""
+    write(tmp_path, '[destinations.x]\ntype = "meta"\n')
+    (found,) = problems(tmp_path)
+    assert "meta_capi" in found and "file" in found
+
+
+def test_empty_directory_is_an_error(tmp_path):
+    """A rules directory without rule files is refused, not silently empty."""
+    assert "no *.toml" in problems(tmp_path)[0]
+
+
+@pytest.mark.parametrize(
+    "match, hit",
+    [
+        ('{ event = "purchase" }', True),
+        ('{ event = ["page_view", "purchase"] }', True),
+        ('{ event = "page_view" }', False),
+        ('{ "page.host" = "shop.example.com" }', True),
+        ('{ "page.path" = { prefix = "/p" } }', True),
+        ('{ "params.value" = { gte = 100 } }', True),
+        ('{ "params.value" = { lt = 100 } }', False),
+        ('{ "params.currency" = { not = "USD" } }', True),
+        ('{ "params.coupon" = { exists = false } }', True),
+        ('{ "geo.country" = ["SE", "NO"] }', True),
+        ('{ bot = true }', False),
+        ('{ "page.url" = { regex = "x=\\\\d" } }', True),
+    ],
+)
+def test_match_conditions(tmp_path, match, hit):
+    """Each match form selects the purchase of 120 EUR from Sweden as written."""
+    write(tmp_path, FILE_DEST + f'[[routes]]\nmatch = {match}\nto = ["log"]\n')
+    rules = load_rules(tmp_path, env={})
+    sends, _ = rules.plan(event(params={"value": 120, "currency": "EUR"}))
+    assert bool(sends) is hit
+
+
+def test_bad_operator_and_bad_regex_are_load_problems(tmp_path):
+    """Unknown operators and broken regexes fail at load, not per hit."""
+    write(tmp_path, FILE_DEST + '[[routes]]\nmatch = { "params.v" = { around = 3 }, "page.url" = { regex = "(" } }\nto = ["log"]\n')
+    found = problems(tmp_path)
+    assert any("unknown operator 'around'" in p for p in found) and any("regex" in p for p in found)
+
+
+def test_first_matching_route_per_destination_wins(tmp_path):
+    """An event reaches a destination once, through the first route that matches."""
+    write(tmp_path, FILE_DEST + '[[routes]]\nname = "a"\nto = ["log"]\n[[routes]]\nname = "b"\nto = ["log"]\n')
+    sends, _ = load_rules(tmp_path, env={}).plan(event())
+    assert [r.name for _, r in sends] == ["a"]
+
+
+def test_denied_consent_skips_the_destination_with_the_reason(tmp_path):
+    """A destination needing 'ads' does not get an event whose ads consent is denied."""
+    write(tmp_path, FILE_DEST.replace('type = "file"', 'type = "file"\nconsent = ["ads"]') + '[[routes]]\nto = ["log"]\n')
+    sends, skips = load_rules(tmp_path, env={}).plan(event(consent={"ads": False}))
+    assert sends == [] and [(s.destination, s.reason) for s in skips] == [("log", "consent: ads")]
+
+
+def test_optional_destination_without_env_is_disabled_with_a_warning(tmp_path):
+    """optional = true turns a missing secret into a warning and a disabled destination."""
+    write(tmp_path, FILE_DEST + '[destinations.m]\ntype = "meta_capi"\noptional = true\npixel_id = "${P}"\naccess_token = "${T}"\n'
+          '[[routes]]\nto = ["log", "m"]\n')
+    rules = load_rules(tmp_path, env={})
+    _, skips = rules.plan(event())
+    assert "m" in rules.disabled and [(s.destination, s.reason) for s in skips] == [("m", "disabled")]
+    assert any("disabled" in w for w in rules.warnings)
