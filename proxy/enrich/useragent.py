@@ -129,6 +129,11 @@ class UserAgentParser:
             return UAInfo(category="bot", is_bot=True, bot_reason="empty")
 
         ua = ua[:MAX_UA_CHARS]
+        if not ua.isascii():
+            # aiohttp decodes header bytes that are not UTF-8 as lone
+            # surrogates (surrogateescape); the Rust resolver cannot encode
+            # those and raises, so they become "?" first.
+            ua = ua.encode("utf-8", "replace").decode("utf-8")
         result = self._parser.parse(ua)
         bot_reason = _bot_reason(ua, result)
         return UAInfo(
