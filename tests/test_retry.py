@@ -54,3 +54,4 @@ def test_retry_after_header_forms():
     assert retry_after({"Retry-After": "120"}) == 120.0
     assert retry_after({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0.0
     assert retry_after({"Retry-After": "soon"}) is None
+

@@ -26,6 +26,9 @@ import time
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar, Mapping
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import orjson
 
 from ..model import Event
 
@@ -62,23 +65,44 @@ class Request:
     secrets: tuple[str, ...] = ()
 
     def redacted(self) -> "Request":
-        """A copy safe to print: every secret replaced by ``***``."""
+        """A copy safe to print: every secret replaced by ``***``.
 
-        def scrub(text: str) -> str:
-            for s in self.secrets:
-                if s:
-                    text = text.replace(s, "***")
-            return text
-
-        body = self.body
-        if self.secrets:
-            body = scrub(body.decode("utf-8", "replace")).encode()
-        return Request(
-            self.method,
-            scrub(self.url),
-            {k: scrub(v) for k, v in self.headers.items()},
-            body,
+        Secrets are replaced where they stand as a whole (a query value, a
+        JSON string) or inside header values, never as loose substrings of
+        the body, so a short secret cannot mangle unrelated text.
+        """
+        secrets = {s for s in self.secrets if s}
+        if not secrets:
+            return Request(self.method, self.url, dict(self.headers), self.body)
+        parts = urlsplit(self.url)
+        query = urlencode(
+            [(k, "***" if v in secrets else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)],
+            safe="*",
         )
+        url = urlunsplit(parts._replace(query=query))
+        headers = {}
+        for k, v in self.headers.items():
+            for secret in secrets:
+                v = v.replace(secret, "***")
+            headers[k] = v
+        body = self.body
+        try:
+            doc = orjson.loads(body) if body else None
+        except orjson.JSONDecodeError:
+            doc = None
+        if doc is not None:
+            body = orjson.dumps(_scrub(doc, secrets))
+        return Request(self.method, url, headers, body)
+
+
+def _scrub(node: Any, secrets: set[str]) -> Any:
+    if isinstance(node, str):
+        return "***" if node in secrets else node
+    if isinstance(node, list):
+        return [_scrub(x, secrets) for x in node]
+    if isinstance(node, dict):
+        return {k: _scrub(v, secrets) for k, v in node.items()}
+    return node
 
 
 @dataclass(slots=True)

@@ -1,0 +1,143 @@
+"""The HTTP service: collection endpoint, collector script, health, cookies."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+from pathlib import Path
+
+import orjson
+import pytest
+from aiohttp import web
+
+from proxy.app import DELIVERY, make_app
+from proxy.rules import load_rules
+from proxy.settings import Settings
+
+HIT = {"events": [{"name": "page_view", "id": "ev-1", "page": {"url": "https://shop.example/"}}]}
+
+
+def rules_dir(tmp_path: Path, extra: str = "", to: str = '"log"') -> Path:
+    d = tmp_path / "rules"
+    d.mkdir(exist_ok=True)
+    (d / "10.toml").write_text(
+        f'[destinations.log]\ntype = "file"\npath = "{tmp_path}/events.jsonl"\n{extra}\n[[routes]]\nto = [{to}]\n'
+    )
+    return d
+
+
+@pytest.fixture
+async def client(aiohttp_client, tmp_path):
+    settings = Settings(rules_dir=rules_dir(tmp_path))
+    app = make_app(settings, load_rules(settings.rules_dir, env={}))
+    return await aiohttp_client(app)
+
+
+def lines(tmp_path: Path) -> list[dict]:
+    path = tmp_path / "events.jsonl"
+    return [orjson.loads(x) for x in path.read_bytes().splitlines()] if path.exists() else []
+
+
+async def test_accepted_hit_is_answered_204_and_delivered(client, tmp_path):
+    """A valid hit gets 204 and its event reaches the destination."""
+    resp = await client.post("/e", data=orjson.dumps(HIT), headers={"Content-Type": "text/plain;charset=UTF-8"})
+    assert resp.status == 204
+    assert await client.app[DELIVERY].wait_idle(5)
+    assert [(x["name"], x["id"]) for x in lines(tmp_path)] == [("page_view", "ev-1")]
+
+
+async def test_visitor_cookie_is_httponly_secure_lax_and_long_lived(client):
+    """The first-party visitor ID is set by the server as HttpOnly; Secure; SameSite=Lax, 400 days."""
+    resp = await client.post("/e", data=orjson.dumps(HIT))
+    cookie = resp.cookies["trid"]
+    assert cookie["httponly"] and cookie["secure"] and cookie["samesite"] == "Lax"
+    assert int(cookie["max-age"]) == 400 * 86400
+
+
+async def test_fbclid_becomes_an_fbc_cookie_and_is_sent(client, tmp_path):
+    """A hit with fbclid gets an _fbc cookie built from it, and the event carries it."""
+    hit = {**HIT, "click_ids": {"fbclid": "IwAR2xYz_aBc"}}
+    resp = await client.post("/e", data=orjson.dumps(hit))
+    assert resp.cookies["_fbc"].value.endswith(".IwAR2xYz_aBc")
+    await client.app[DELIVERY].wait_idle(5)
+    assert lines(tmp_path)[0]["context"]["ids"]["fbc"] == resp.cookies["_fbc"].value
+
+
+async def test_script_is_served_gzipped_with_etag_and_endpoint_filled_in(client):
+    """The collector comes gzipped, cacheable, with an ETag, and knows its endpoint."""
+    resp = await client.get("/assets/c.js", headers={"Accept-Encoding": "gzip"}, auto_decompress=False)
+    raw = await resp.read()
+    assert resp.headers["Content-Encoding"] == "gzip" and "max-age" in resp.headers["Cache-Control"]
+    text = gzip.decompress(raw).decode()
+    assert "__TAGRELAY_COLLECT__" not in text and '"/e"' in text
+    again = await client.get("/assets/c.js", headers={"If-None-Match": resp.headers["ETag"]})
+    assert again.status == 304
+
+
+async def test_served_collector_is_at_most_2kb_gzipped(client):
+    """The collector costs a page at most 2 KB on the wire."""
+    resp = await client.get("/assets/c.js", headers={"Accept-Encoding": "gzip"}, auto_decompress=False)
+    assert len(await resp.read()) <= 2048
+
+
+async def test_healthz(client):
+    """/healthz answers 200."""
+    assert (await client.get("/healthz")).status == 200
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"null",
+        b"\xff\xfe\x00",
+        b'{"events": [{"name": "x", "page": {"title": "\\udc00"}}]}',
+        b'{"events": "all"}',
+        b'{"events": [{"name": "' + b"a" * 5000 + b'"}]}',
+        b"[" * 5000,
+        orjson.dumps({"events": [{"name": "x", "params": {"k": "v" * 10_000}}]}),
+        orjson.dumps({"events": [{"name": "x"}] * 500}),
+    ],
+)
+async def test_bad_input_gets_a_clear_4xx_never_5xx(client, body):
+    """Malformed, oversized or hostile hits are refused with a 4xx and a JSON error."""
+    resp = await client.post("/e", data=body)
+    assert 400 <= resp.status < 500
+    assert "error" in await resp.json()
+
+
+async def test_body_over_the_limit_is_413(client):
+    """A body larger than the limit is refused before it is parsed."""
+    resp = await client.post("/e", data=b"x" * (Settings().max_body_bytes + 1))
+    assert resp.status == 413
+
+
+async def test_get_pixel_fallback_is_accepted(client, tmp_path):
+    """The noscript image (GET ?n=page_view) is a hit like any other."""
+    resp = await client.get("/e?n=page_view", headers={"Referer": "https://shop.example/x"})
+    assert resp.status == 204
+    await client.app[DELIVERY].wait_idle(5)
+    assert lines(tmp_path)[0]["page"]["url"] == "https://shop.example/x"
+
+
+async def test_answer_does_not_wait_for_a_vendor(aiohttp_client, aiohttp_server, tmp_path):
+    """The hit is answered while the vendor is still holding the delivery request."""
+    arrived, release = asyncio.Event(), asyncio.Event()
+
+    async def stuck(request: web.Request) -> web.Response:
+        arrived.set()
+        await release.wait()
+        return web.Response(status=200)
+
+    vendor = web.Application()
+    vendor.router.add_post("/hook", stuck)
+    server = await aiohttp_server(vendor)
+    extra = f'[destinations.hook]\ntype = "webhook"\nurl = "http://127.0.0.1:{server.port}/hook"\n'
+    settings = Settings(rules_dir=rules_dir(tmp_path, extra, to='"hook"'))
+    client = await aiohttp_client(make_app(settings, load_rules(settings.rules_dir, env={})))
+    first = await client.post("/e", data=orjson.dumps(HIT))
+    await asyncio.wait_for(arrived.wait(), 5)
+    second = await client.post("/e", data=orjson.dumps(HIT))
+    assert (first.status, second.status, release.is_set()) == (204, 204, False)
+    release.set()
+    assert await client.app[DELIVERY].wait_idle(5)
