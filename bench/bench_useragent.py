@@ -28,7 +28,9 @@ from proxy.enrich.useragent import ResolverName, UserAgentParser, available_reso
 
 def workload(n: int, seed: int = 7) -> list[str]:
     """N UA strings: popular ones often, rare ones seldom, 10% unique variants."""
-    cases = json.loads((ROOT / "tests/data/ua/user_agents.json").read_text("utf-8"))["cases"]
+    cases = json.loads((ROOT / "tests/data/ua/user_agents.json").read_text("utf-8"))[
+        "cases"
+    ]
     uas = [c["ua"] for c in cases]
     rng = random.Random(seed)
     weights = [1 / (rank + 1) for rank in range(len(uas))]
@@ -52,11 +54,15 @@ def run(uas: list[str], resolver: ResolverName, cache_size: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=5000, help="parses per run (default 5000)")
-    ap.add_argument("--cache-size", type=int, default=2000, help="cache entries (default 2000)")
+    ap.add_argument(
+        "--cache-size", type=int, default=2000, help="cache entries (default 2000)"
+    )
     args = ap.parse_args()
 
     uas = workload(args.n)
-    print(f"{args.n} parses, {len(set(uas))} distinct strings, cache_size={args.cache_size}")
+    print(
+        f"{args.n} parses, {len(set(uas))} distinct strings, cache_size={args.cache_size}"
+    )
     print(f"resolvers available: {', '.join(available_resolvers())}")
     print()
 
@@ -69,7 +75,11 @@ def main() -> None:
             print(f"{label} {secs * 1e6:10.1f} µs/parse")
 
     print()
-    fastest = results[("regex", True)] if ("regex", True) in results else min(results.values())
+    fastest = (
+        results[("regex", True)]
+        if ("regex", True) in results
+        else min(results.values())
+    )
     for (resolver, cached), secs in results.items():
         if not cached:
             print(f"{resolver}: cache speed-up x{secs / results[(resolver, True)]:.1f}")

@@ -28,7 +28,9 @@ def h(*pairs: tuple[str, str]) -> CIMultiDict[str]:
 class TestUntrustedPeer:
     def test_no_trusted_proxies_means_the_peer_is_the_client(self):
         """Without trusted proxies every forwarding header is ignored."""
-        headers = h(("X-Forwarded-For", "198.51.100.7"), ("CF-Connecting-IP", "198.51.100.8"))
+        headers = h(
+            ("X-Forwarded-For", "198.51.100.7"), ("CF-Connecting-IP", "198.51.100.8")
+        )
 
         assert client_ip("203.0.113.5", headers, ()) == "203.0.113.5"
 
@@ -84,7 +86,9 @@ class TestXForwardedFor:
 
     def test_trusted_hops_are_skipped_from_the_right(self):
         """Hops that are trusted proxies themselves are walked past."""
-        headers = h(("X-Forwarded-For", "203.0.113.9, 198.51.100.7, 10.0.0.3, 10.0.0.2"))
+        headers = h(
+            ("X-Forwarded-For", "203.0.113.9, 198.51.100.7, 10.0.0.3, 10.0.0.2")
+        )
 
         assert client_ip(LB, headers, PROXIES) == "198.51.100.7"
 
@@ -96,13 +100,17 @@ class TestXForwardedFor:
 
     def test_repeated_headers_are_joined_in_order(self):
         """Two X-Forwarded-For headers read as one list, the later header nearer to us."""
-        headers = h(("X-Forwarded-For", "198.51.100.7"), ("X-Forwarded-For", "203.0.113.9"))
+        headers = h(
+            ("X-Forwarded-For", "198.51.100.7"), ("X-Forwarded-For", "203.0.113.9")
+        )
 
         assert client_ip(LB, headers, PROXIES) == "203.0.113.9"
 
     def test_repeated_headers_with_trusted_last_reach_back_into_the_first(self):
         """A trusted hop in the later header passes the walk on to the earlier one."""
-        headers = h(("X-Forwarded-For", "198.51.100.7"), ("X-Forwarded-For", "10.0.0.2"))
+        headers = h(
+            ("X-Forwarded-For", "198.51.100.7"), ("X-Forwarded-For", "10.0.0.2")
+        )
 
         assert client_ip(LB, headers, PROXIES) == "198.51.100.7"
 
@@ -114,7 +122,10 @@ class TestXForwardedFor:
 
     def test_plain_mapping_is_accepted(self):
         """A plain dict of headers (no getall) works too."""
-        assert client_ip(LB, {"X-Forwarded-For": "198.51.100.7"}, PROXIES) == "198.51.100.7"
+        assert (
+            client_ip(LB, {"X-Forwarded-For": "198.51.100.7"}, PROXIES)
+            == "198.51.100.7"
+        )
 
     def test_ipv4_port_is_stripped(self):
         """1.2.3.4:5678 (Azure Application Gateway style) gives 1.2.3.4."""
@@ -254,7 +265,9 @@ class TestPrecedence:
 
     def test_forwarded_wins_over_xff(self):
         """Forwarded is read instead of X-Forwarded-For when both are present."""
-        headers = h(("X-Forwarded-For", "198.51.100.1"), ("Forwarded", "for=198.51.100.2"))
+        headers = h(
+            ("X-Forwarded-For", "198.51.100.1"), ("Forwarded", "for=198.51.100.2")
+        )
 
         assert client_ip(LB, headers, PROXIES) == "198.51.100.2"
 
@@ -266,13 +279,18 @@ class TestPrecedence:
 
     def test_garbage_cf_connecting_ip_gives_the_peer(self):
         """A CF-Connecting-IP that is not an address is not returned."""
-        headers = h(("CF-Connecting-IP", "198.51.100.3, 1.1.1.1"), ("X-Forwarded-For", "198.51.100.1"))
+        headers = h(
+            ("CF-Connecting-IP", "198.51.100.3, 1.1.1.1"),
+            ("X-Forwarded-For", "198.51.100.1"),
+        )
 
         assert client_ip(LB, headers, PROXIES) == LB
 
     def test_repeated_cf_connecting_ip_gives_the_peer(self):
         """Cloudflare sends one CF-Connecting-IP; two copies mean one was forged."""
-        headers = h(("CF-Connecting-IP", "198.51.100.3"), ("CF-Connecting-IP", "198.51.100.4"))
+        headers = h(
+            ("CF-Connecting-IP", "198.51.100.3"), ("CF-Connecting-IP", "198.51.100.4")
+        )
 
         assert client_ip(LB, headers, PROXIES) == LB
 

@@ -47,7 +47,12 @@ class TestCityRecords:
         """2.125.160.216 lists ENG then WBK; the region is the larger one, ENG."""
         geo = city.lookup("2.125.160.216")
 
-        assert (geo.region, geo.region_name, geo.city, geo.postal_code) == ("ENG", "England", "Boxford", "OX1")
+        assert (geo.region, geo.region_name, geo.city, geo.postal_code) == (
+            "ENG",
+            "England",
+            "Boxford",
+            "OX1",
+        )
 
     def test_country_not_registered_country(self, city):
         """2.125.160.216 is located in GB though registered to FR: country is GB."""
@@ -106,7 +111,11 @@ class TestCityRecords:
 
     @pytest.mark.parametrize(
         ("ip", "country", "city_name"),
-        [("2001:480:10::1", "US", "San Diego"), ("2001:218::1", "JP", ""), ("2a02:d180::1", "DE", "")],
+        [
+            ("2001:480:10::1", "US", "San Diego"),
+            ("2001:218::1", "JP", ""),
+            ("2a02:d180::1", "DE", ""),
+        ],
     )
     def test_ipv6(self, city, ip, country, city_name):
         """IPv6 networks in the test DB resolve to their country (and city where present)."""
@@ -126,7 +135,17 @@ class TestNoAnswer:
         assert city.lookup(ip) is None
 
     @pytest.mark.parametrize(
-        "ip", ["10.0.0.1", "127.0.0.1", "192.168.1.1", "::1", "fe80::1", "100.64.0.1", "2001:db8::1", "::ffff:127.0.0.1"]
+        "ip",
+        [
+            "10.0.0.1",
+            "127.0.0.1",
+            "192.168.1.1",
+            "::1",
+            "fe80::1",
+            "100.64.0.1",
+            "2001:db8::1",
+            "::ffff:127.0.0.1",
+        ],
     )
     def test_non_public_address_is_none(self, city, ip):
         """Private, loopback, link-local, CGNAT and documentation addresses give None."""
@@ -170,17 +189,32 @@ class TestOtherDatabases:
         """A DB-IP City Lite record (names only, no codes) fills country, region name and city."""
         record = {
             "city": {"names": {"en": "Sydney"}},
-            "continent": {"code": "OC", "geoname_id": 6255151, "names": {"en": "Oceania"}},
-            "country": {"geoname_id": 2077456, "is_in_european_union": False, "iso_code": "AU", "names": {"en": "Australia"}},
+            "continent": {
+                "code": "OC",
+                "geoname_id": 6255151,
+                "names": {"en": "Oceania"},
+            },
+            "country": {
+                "geoname_id": 2077456,
+                "is_in_european_union": False,
+                "iso_code": "AU",
+                "names": {"en": "Australia"},
+            },
             "location": {"latitude": -33.8688, "longitude": 151.209},
             "subdivisions": [{"names": {"en": "New South Wales"}}],
         }
 
         assert geo_from_record(record) == Geo(
-            country="AU", region="", region_name="New South Wales", city="Sydney", continent="OC"
+            country="AU",
+            region="",
+            region_name="New South Wales",
+            city="Sydney",
+            continent="OC",
         )
 
-    @pytest.mark.parametrize("record", [None, {}, [], "GB", {"country": "GB"}, {"country": {"iso_code": 44}}])
+    @pytest.mark.parametrize(
+        "record", [None, {}, [], "GB", {"country": "GB"}, {"country": {"iso_code": 44}}]
+    )
     def test_malformed_record_is_none(self, record):
         """Records of an unexpected shape give None instead of raising."""
         assert geo_from_record(record) is None

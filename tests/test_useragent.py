@@ -19,7 +19,9 @@ from hypothesis import strategies as st
 from proxy.enrich.useragent import MAX_UA_CHARS, UserAgentParser, available_resolvers
 from proxy.model import UAInfo
 
-CASES = json.loads((Path(__file__).parent / "data" / "ua" / "user_agents.json").read_text("utf-8"))["cases"]
+CASES = json.loads(
+    (Path(__file__).parent / "data" / "ua" / "user_agents.json").read_text("utf-8")
+)["cases"]
 PARSER = UserAgentParser(cache_size=100)
 
 
@@ -43,7 +45,10 @@ class TestVectors:
         info = parser.parse(case["ua"])
         expected = case["expected"]["user_agent"]
 
-        assert (info.browser, _major(info.browser_version)) == (expected["family"], expected["major"])
+        assert (info.browser, _major(info.browser_version)) == (
+            expected["family"],
+            expected["major"],
+        )
 
     def test_browser_version_starts_with_the_expected_parts(self, parser, case):
         """browser_version is major.minor.patch as far as uap-core knows them."""
@@ -61,7 +66,10 @@ class TestVectors:
         info = parser.parse(case["ua"])
         expected = case["expected"]["os"]
 
-        assert (info.os, _major(info.os_version)) == (expected["family"], expected["major"])
+        assert (info.os, _major(info.os_version)) == (
+            expected["family"],
+            expected["major"],
+        )
 
     def test_device_family_brand_model(self, parser, case):
         """The device family, brand and model are uap-core's ("" where it has none)."""
@@ -92,7 +100,10 @@ class TestBotReason:
             (55, "preview"),  # facebookexternalhit fetches shared-link previews
             (65, "preview"),  # WhatsApp link preview
             (66, "preview"),  # Slackbot-LinkExpanding
-            (58, "headless"),  # Chrome-Lighthouse, parsed by uap-core as plain Chrome 74
+            (
+                58,
+                "headless",
+            ),  # Chrome-Lighthouse, parsed by uap-core as plain Chrome 74
             (59, "headless"),  # HeadlessChrome
             (61, "http_library"),  # curl
             (62, "http_library"),  # python-requests
@@ -106,7 +117,9 @@ class TestBotReason:
     @pytest.mark.parametrize("ua", ["", "   ", None])
     def test_missing_or_blank_ua_is_a_bot(self, parser, ua):
         """No User-Agent at all is a bot with reason "empty" and Other everywhere."""
-        assert parser.parse(ua) == UAInfo(category="bot", is_bot=True, bot_reason="empty")
+        assert parser.parse(ua) == UAInfo(
+            category="bot", is_bot=True, bot_reason="empty"
+        )
 
     def test_bytespider_which_uap_core_misses_is_a_crawler(self, parser):
         """ByteDance's Bytespider (parsed by uap-core as an Android phone) is a crawler."""
@@ -119,7 +132,12 @@ class TestBotReason:
 
     def test_info_url_marks_an_unknown_crawler(self, parser):
         """A "+https://" info URL, the crawler convention, makes an unknown agent a crawler."""
-        assert parser.parse("ExampleFetcher/0.3 (+https://fetcher.example/about)").bot_reason == "crawler"
+        assert (
+            parser.parse(
+                "ExampleFetcher/0.3 (+https://fetcher.example/about)"
+            ).bot_reason
+            == "crawler"
+        )
 
     def test_phone_brand_containing_bot_is_not_a_bot(self, parser):
         """A CUBOT phone is a phone, not a bot."""
@@ -169,7 +187,12 @@ class TestInputHandling:
         info = parser.parse("definitely not a user agent")
 
         assert (info.browser, info.os, info.device) == ("Other", "Other", "Other")
-        assert (info.browser_version, info.os_version, info.device_brand, info.device_model) == ("", "", "", "")
+        assert (
+            info.browser_version,
+            info.os_version,
+            info.device_brand,
+            info.device_model,
+        ) == ("", "", "", "")
 
     def test_long_ua_is_truncated_before_parsing(self, parser):
         """A UA padded past 1 KiB parses like its first 1 KiB (the browser tokens come first)."""
@@ -197,7 +220,11 @@ class TestInputHandling:
         uncached = UserAgentParser(cache_size=0)
 
         for case in CASES:
-            assert uncached.parse(case["ua"]) == parser.parse(case["ua"]) == parser.parse(case["ua"])
+            assert (
+                uncached.parse(case["ua"])
+                == parser.parse(case["ua"])
+                == parser.parse(case["ua"])
+            )
 
     def test_negative_cache_size_is_refused(self):
         """cache_size below 0 is a clear error naming the value."""

@@ -63,7 +63,7 @@ def normalize_ip(value: str) -> str | None:
 
 
 def is_trusted(address: str, trusted: Sequence[IPNetwork]) -> bool:
-    """Whether ``address`` (any form :func:`normalize_ip` accepts) is in a trusted network."""
+    """Whether ``address`` (in any form :func:`normalize_ip` takes) is trusted."""
     addr = _parse(address)
     return addr is not None and _in(addr, trusted)
 
@@ -86,6 +86,10 @@ def client_ip(
     if not trusted or not _in(peer_addr, trusted):
         return str(peer_addr)
 
+    # TODO(settings): let the operator name the one header their proxy sets
+    # (e.g. client_ip_header = "x-forwarded-for") once Settings has such a
+    # key; until then a trusted proxy that passes a client's own
+    # CF-Connecting-IP or Forwarded through lets that client pick its IP.
     cf = _values(headers, "CF-Connecting-IP")
     if cf:
         # Cloudflare sends exactly one; several copies mean someone added one.
@@ -97,7 +101,9 @@ def client_ip(
 
     forwarded = _values(headers, "Forwarded")
     if forwarded:
-        return _walk(_forwarded_for(",".join(forwarded)), peer_addr, trusted, "Forwarded")
+        return _walk(
+            _forwarded_for(",".join(forwarded)), peer_addr, trusted, "Forwarded"
+        )
 
     xff = _values(headers, "X-Forwarded-For")
     if xff:
@@ -117,8 +123,12 @@ def _walk(
     for position, hop in enumerate(reversed(hops)):
         addr = _parse(hop) if hop is not None else None
         if addr is None:
-            # The hop's value is client-controlled data; its position is enough to debug.
-            log.debug("%s hop %d from the right is not an address; using the one after it", header, position)
+            # The value is client-controlled data; its position is enough to debug.
+            log.debug(
+                "%s hop %d from the right is not an address; using the one after it",
+                header,
+                position,
+            )
             return str(last_good)
         if not _in(addr, trusted):
             return str(addr)
@@ -128,7 +138,7 @@ def _walk(
 
 
 def _forwarded_for(value: str) -> list[str | None]:
-    """The ``for=`` value of each RFC 7239 element, None where an element has none or several."""
+    """The ``for=`` of each RFC 7239 element; None where it has none or several."""
     result: list[str | None] = []
     for element in _split_outside_quotes(value, ","):
         # An empty element ("a, , b") is not skipped: the hop that wrote it
@@ -193,7 +203,7 @@ def _parse(value: str | None) -> IPAddress | None:
 
 
 def _in(addr: IPAddress, trusted: Sequence[IPNetwork]) -> bool:
-    # A v4 address is never in a v6 network and vice versa (ipaddress checks the version).
+    # A v4 address is never in a v6 network and vice versa (ipaddress checks).
     return any(addr in net for net in trusted)
 
 

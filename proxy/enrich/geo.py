@@ -4,17 +4,21 @@ Works with MaxMind GeoIP2/GeoLite2 City and Country and with DB-IP's
 Lite databases, which use the same file format and a subset of the same
 record layout. What is read from a record:
 
-===============  =============================================  ==================
-Geo field        record path                                    DB-IP City Lite
-===============  =============================================  ==================
-``country``      ``country.iso_code`` (never registered_country)  present
-``continent``    ``continent.code``                               present
-``region``       ``subdivisions[0].iso_code``                     absent: ""
-``region_name``  ``subdivisions[0].names.en``                     present
-``city``         ``city.names.en``                                present
-``postal_code``  ``postal.code``                                  absent: ""
-``time_zone``    ``location.time_zone``                           absent: ""
-===============  =============================================  ==================
+=================  ================================  =================
+Geo field          record path                       DB-IP City Lite
+=================  ================================  =================
+``country``        ``country.iso_code``              present
+``continent``      ``continent.code``                present
+``region``         ``subdivisions[0].iso_code``      absent, so ""
+``region_name``    ``subdivisions[0].names.en``      present
+``city``           ``city.names.en``                 present
+``postal_code``    ``postal.code``                   absent, so ""
+``time_zone``      ``location.time_zone``            absent, so ""
+=================  ================================  =================
+
+``registered_country`` (where the network is registered) is never used:
+it often differs from where the user is (81.2.69.160 is in GB, registered
+in the US).
 
 ``subdivisions`` runs from the largest to the smallest, so the first one is
 the state or region that GA4 and Meta expect. Names are the English ones,
@@ -24,7 +28,7 @@ A record with neither a country nor a continent (MaxMind stores some
 networks with only ``traits``) is not a location: :meth:`GeoReader.lookup`
 returns None for it, as for an address the database does not hold. A record
 with only a continent gives a :class:`~proxy.model.Geo` with just
-``continent`` set, which is still enough for rules such as "EU visitors".
+``continent`` set, which is still enough for a rule on "visitors in Europe".
 """
 
 from __future__ import annotations
@@ -49,12 +53,13 @@ log = logging.getLogger("proxy.enrich")
 
 # MaxMind and DB-IP products that share the file format but hold no location.
 _NOT_A_LOCATION_DB = re.compile(
-    r"ASN|ISP|Anonymous|Connection-Type|Domain|IP-Risk|User-Count|Static-IP", re.IGNORECASE
+    r"ASN|ISP|Anonymous|Connection-Type|Domain|IP-Risk|User-Count|Static-IP",
+    re.IGNORECASE,
 )
 
 
 class GeoDatabaseError(SettingsError):
-    """The configured geo database cannot be used; the message names the file and why."""
+    """The configured geo database cannot be used; the message says which and why."""
 
 
 class GeoReader:
@@ -68,31 +73,35 @@ class GeoReader:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         try:
-            self._reader = maxminddb.open_database(str(self.path), maxminddb.MODE_MMAP_EXT)
+            self._reader = maxminddb.open_database(
+                str(self.path), maxminddb.MODE_MMAP_EXT
+            )
         except FileNotFoundError:
             raise GeoDatabaseError(f"geo_db {str(self.path)!r}: no such file") from None
         except maxminddb.InvalidDatabaseError:
             raise GeoDatabaseError(
                 f"geo_db {str(self.path)!r}: not a MaxMind DB file "
-                "(expected GeoLite2/GeoIP2 City or Country, or DB-IP Lite, in .mmdb format)"
+                "(expected a GeoLite2/GeoIP2 City or Country or a DB-IP Lite .mmdb)"
             ) from None
         except ValueError as exc:
             # open_database raises ValueError when MODE_MMAP_EXT is asked for
             # and the C extension did not import; the pure-Python reader is
             # an order of magnitude slower per lookup, so we refuse it.
             raise GeoDatabaseError(
-                f"geo_db {str(self.path)!r}: the maxminddb C extension is not available "
-                f"({exc}); install a maxminddb wheel built for this platform"
+                f"geo_db {str(self.path)!r}: the maxminddb C extension is not "
+                f"available ({exc}); install a maxminddb wheel built for this platform"
             ) from None
         except OSError as exc:
-            raise GeoDatabaseError(f"geo_db {str(self.path)!r}: cannot be read: {exc.strerror}") from None
+            raise GeoDatabaseError(
+                f"geo_db {str(self.path)!r}: cannot be read: {exc.strerror}"
+            ) from None
 
         self.database_type: str = self._reader.metadata().database_type
         if _NOT_A_LOCATION_DB.search(self.database_type):
             self._reader.close()
             raise GeoDatabaseError(
-                f"geo_db {str(self.path)!r}: database type {self.database_type!r} holds no "
-                "location data; use a City or Country database"
+                f"geo_db {str(self.path)!r}: database type {self.database_type!r} "
+                "holds no location data; use a City or Country database"
             )
         self._closed = False
         self._warned_corrupt = False
@@ -120,7 +129,10 @@ class GeoReader:
         except maxminddb.InvalidDatabaseError:
             if not self._warned_corrupt:
                 self._warned_corrupt = True
-                log.error("geo database %s is corrupt; lookups return nothing until it is replaced", self.path)
+                log.error(
+                    "geo database %s is corrupt; lookups give None until replaced",
+                    self.path,
+                )
             return None
         return geo_from_record(record)
 
@@ -147,7 +159,9 @@ def geo_from_record(record: Any) -> Geo | None:
         return None
 
     subdivisions = record.get("subdivisions")
-    first: Any = subdivisions[0] if isinstance(subdivisions, list) and subdivisions else {}
+    first: Any = (
+        subdivisions[0] if isinstance(subdivisions, list) and subdivisions else {}
+    )
     return Geo(
         country=country,
         region=_text(first, "iso_code"),
@@ -160,7 +174,7 @@ def geo_from_record(record: Any) -> Geo | None:
 
 
 def _text(node: Any, *path: str) -> str:
-    """The string at ``path`` under ``node``, or "" if any step is missing or not a string."""
+    """The string at ``path`` under ``node``; "" if a step is missing or not text."""
     for key in path:
         if not isinstance(node, Mapping):
             return ""

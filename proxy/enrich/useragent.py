@@ -57,12 +57,15 @@ _PREVIEW = re.compile(
     r"|linkedinbot|skypeuripreview|redditbot|embedly|iframely|snap url preview"
 )
 # Headless and automated browsers, and page auditors driving one.
-_HEADLESS = re.compile(r"headlesschrome|chrome-lighthouse|google page speed insights|ptst/|phantomjs|slimerjs")
+_HEADLESS = re.compile(
+    r"headlesschrome|chrome-lighthouse|google page speed insights|ptst/"
+    r"|phantomjs|slimerjs"
+)
 # HTTP libraries and tools put their own name first.
 _HTTP_LIBRARY = re.compile(
-    r"^(?:curl|wget|python-requests|python-urllib|python-httpx|python/[\d.]+ aiohttp|aiohttp"
-    r"|go-http-client|java|apache-httpclient|okhttp|axios|node-fetch|undici|postmanruntime"
-    r"|httpie|libwww-perl|guzzlehttp|dart)\b"
+    r"^(?:curl|wget|python-requests|python-urllib|python-httpx"
+    r"|python/[\d.]+ aiohttp|aiohttp|go-http-client|java|apache-httpclient|okhttp"
+    r"|axios|node-fetch|undici|postmanruntime|httpie|libwww-perl|guzzlehttp|dart)\b"
 )
 # Crawlers uap-core misses: a few by name, and the crawler convention of a
 # "+http(s)://" info URL in the string, which browsers never send.
@@ -96,7 +99,9 @@ class UserAgentParser:
             is the fastest one available.
     """
 
-    def __init__(self, cache_size: int = 2000, resolver: ResolverName | None = None) -> None:
+    def __init__(
+        self, cache_size: int = 2000, resolver: ResolverName | None = None
+    ) -> None:
         if cache_size < 0:
             raise ValueError(f"cache_size {cache_size!r}: must be 0 (no cache) or more")
         available = available_resolvers()
@@ -104,7 +109,8 @@ class UserAgentParser:
             resolver = available[0]
         elif resolver not in available:
             raise ValueError(
-                f"resolver {resolver!r}: not available here (available: {', '.join(available)})"
+                f"resolver {resolver!r}: not available here "
+                f"(available: {', '.join(available)})"
             )
 
         base = _build_resolver(resolver)
@@ -116,10 +122,12 @@ class UserAgentParser:
         self._parser = ua_parser.Parser(base)
         self.resolver: ResolverName = resolver
         self.cache_size = cache_size
-        log.info("user agent parser ready: resolver=%s cache_size=%d", resolver, cache_size)
+        log.info(
+            "user agent parser ready: resolver=%s cache_size=%d", resolver, cache_size
+        )
 
     def parse(self, ua: str | None) -> UAInfo:
-        """The parsed browser, OS and device of ``ua``, its category and the bot verdict.
+        """Browser, OS and device of ``ua``, its category and the bot verdict.
 
         Fields ua-parser cannot fill are "Other" (families) or "" (versions,
         brand, model). A missing or blank UA is a bot with reason "empty".
@@ -127,6 +135,10 @@ class UserAgentParser:
         if ua is None or not ua.strip():
             return UAInfo(category="bot", is_bot=True, bot_reason="empty")
 
+        # TODO(client hints): read Sec-CH-UA-Platform-Version and -Model once
+        # collect forwards them; UA reduction freezes Chrome's string at
+        # "Windows NT 10.0" / "Mac OS X 10_15_7" / "Android 10; K", so the
+        # OS version and Android model here are placeholders for Chrome.
         ua = ua[:MAX_UA_CHARS]
         if not ua.isascii():
             # aiohttp decodes header bytes that are not UTF-8 as lone
