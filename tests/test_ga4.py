@@ -189,6 +189,7 @@ class TestEventParams:
         assert params == {
             "session_id": "1700000100",
             "engagement_time_msec": 1,
+            "event_id": "e1",
             "page_location": "https://shop.example.com/",
             "page_referrer": "https://ref.example.org/",
             "page_title": "Shop",

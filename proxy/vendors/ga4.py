@@ -308,6 +308,10 @@ class GA4(Adapter):
             params["session_id"] = session_id
         engagement = event.params.get("engagement_time_msec", 1)
         params["engagement_time_msec"] = engagement if _is_number(engagement) else 1
+        # GA4 has no dedup key, but carrying tagrelay's event ID (the one Meta
+        # and the other vendors deduplicate on) lets reports be joined across
+        # vendors and with the ledger. It is an ordinary custom parameter.
+        params["event_id"] = event.id[:MAX_VALUE_CHARS]
         for key, value in (
             ("page_location", event.page.url),
             ("page_referrer", event.page.referrer),
