@@ -24,8 +24,9 @@ import logging
 import re
 import string
 import unicodedata
-from datetime import date, datetime, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+from typing import Any
 
 import phonenumbers
 import pycountry
@@ -186,7 +187,9 @@ _COUNTRY_NAMES = sorted(_country_names().items(), key=lambda kv: -len(kv[0]))
 _COUNTRY_EXACT = {"usa": "us"}
 
 
-def _two_letter(value: str, names: list[tuple[str, str]], exact: dict[str, str]) -> str | None:
+def _two_letter(
+    value: str, names: list[tuple[str, str]], exact: dict[str, str]
+) -> str | None:
     # Param Builder: keep letters only, map a full name found anywhere in the
     # value to its code, else keep the first two letters ("U.K." -> "uk",
     # which is not ISO but is what the Builder sends). We also fold accents
@@ -236,31 +239,110 @@ def _meta_dob(value: str, today: date | None) -> str | None:
     elif len(runs) >= 3:
         first3 = runs[:3]
         years = [i for i, run in enumerate(first3) if len(run) == 4]
-        if years not in ([0], [2]) or any(len(r) > 2 for i, r in enumerate(first3) if i != years[0]):
+        if years not in ([0], [2]) or any(
+            len(r) > 2 for i, r in enumerate(first3) if i != years[0]
+        ):
             return None
         rest = [int(r) for i, r in enumerate(first3) if i != years[0]]
         year = int(first3[years[0]])
         month, day = (rest[1], rest[0]) if rest[0] > 12 else (rest[0], rest[1])
     else:
         return None
-    this_year = (today or datetime.now(timezone.utc).date()).year
+    this_year = (today or datetime.now(UTC).date()).year
     # The Builder checks the day against the longest month (February 29 is
     # taken in any year, 1900 included); we keep that rather than drop a date
     # the user typed that way.
-    if not (1800 <= year <= this_year + 1 and 1 <= month <= 12 and 1 <= day <= _DAYS_IN_MONTH[month - 1]):
+    if not (
+        1800 <= year <= this_year + 1
+        and 1 <= month <= 12
+        and 1 <= day <= _DAYS_IN_MONTH[month - 1]
+    ):
         return None
     return f"{year:04d}{month:02d}{day:02d}"
 
 
 _MALE_WORDS = frozenset(
-    "m male man boy gentleman guy sir mister mr son father dad daddy papa uncle nephew"
-    " brother husband boyfriend groom widower king prince duke count emperor god lord"
-    " lad fellow chap bloke dude he him his himself".split()
+    [
+        "m",
+        "male",
+        "man",
+        "boy",
+        "gentleman",
+        "guy",
+        "sir",
+        "mister",
+        "mr",
+        "son",
+        "father",
+        "dad",
+        "daddy",
+        "papa",
+        "uncle",
+        "nephew",
+        "brother",
+        "husband",
+        "boyfriend",
+        "groom",
+        "widower",
+        "king",
+        "prince",
+        "duke",
+        "count",
+        "emperor",
+        "god",
+        "lord",
+        "lad",
+        "fellow",
+        "chap",
+        "bloke",
+        "dude",
+        "he",
+        "him",
+        "his",
+        "himself",
+    ]
 )
 _FEMALE_WORDS = frozenset(
-    "f female woman girl lady miss ms mrs madam ma'am daughter mother mom mama mommy"
-    " aunt niece sister wife girlfriend bride widow queen princess duchess countess"
-    " empress goddess maiden lass gal chick dame belle she her hers herself".split()
+    [
+        "f",
+        "female",
+        "woman",
+        "girl",
+        "lady",
+        "miss",
+        "ms",
+        "mrs",
+        "madam",
+        "ma'am",
+        "daughter",
+        "mother",
+        "mom",
+        "mama",
+        "mommy",
+        "aunt",
+        "niece",
+        "sister",
+        "wife",
+        "girlfriend",
+        "bride",
+        "widow",
+        "queen",
+        "princess",
+        "duchess",
+        "countess",
+        "empress",
+        "goddess",
+        "maiden",
+        "lass",
+        "gal",
+        "chick",
+        "dame",
+        "belle",
+        "she",
+        "her",
+        "hers",
+        "herself",
+    ]
 )
 
 
@@ -343,7 +425,9 @@ def normalize_meta(field: str, value: Any, *, today: date | None = None) -> str 
             caller, not bad input).
     """
     if field not in META_FIELDS:
-        raise ValueError(f"Meta user_data field {field!r}: not normalised here (known: {', '.join(sorted(META_FIELDS))})")
+        raise ValueError(
+            f"Meta user_data field {field!r}: not normalised here (known: {', '.join(sorted(META_FIELDS))})"
+        )
     if not isinstance(value, str) or len(value) > MAX_VALUE_CHARS:
         return None
     if is_hashed(value):
@@ -445,7 +529,9 @@ def _google_name(value: str) -> str | None:
     # GA4 MP: remove digits and symbol characters, lowercase, trim. Letters
     # of any script and combining marks stay, as do inner spaces.
     kept = "".join(
-        ch for ch in value.lower() if unicodedata.category(ch)[0] in "LM" or ch in _JS_SPACE
+        ch
+        for ch in value.lower()
+        if unicodedata.category(ch)[0] in "LM" or ch in _JS_SPACE
     )
     name = _trim(kept)
     return name or None
@@ -478,7 +564,10 @@ def google_user_data(user: UserData, default_region: str | None) -> dict[str, An
     if phone:
         out["sha256_phone_number"] = [phone]
     address: dict[str, str] = {}
-    for attr, key in (("first_name", "sha256_first_name"), ("last_name", "sha256_last_name")):
+    for attr, key in (
+        ("first_name", "sha256_first_name"),
+        ("last_name", "sha256_last_name"),
+    ):
         hashed = _google_hash(getattr(user, attr), _google_name)
         if hashed:
             address[key] = hashed

@@ -34,7 +34,9 @@ from proxy.enrich.ids import (
 )
 
 FB_VECTORS = json.loads(
-    (Path(__file__).parent / "data" / "vectors" / "meta_fbc_fbp_param_builder.json").read_text("utf-8")
+    (
+        Path(__file__).parent / "data" / "vectors" / "meta_fbc_fbp_param_builder.json"
+    ).read_text("utf-8")
 )
 APPENDIX_CASES = [row for row in FB_VECTORS if row["field"] == "appendix"]
 COOKIE_CASES = {row["case"]: row for row in FB_VECTORS if row["field"] == "_fbc/_fbp"}
@@ -105,7 +107,14 @@ def test_cookie_domain_ignores_configured_public_suffix() -> None:
 
 @pytest.mark.parametrize(
     ("domain", "index"),
-    [("example.com", 1), ("example.co.uk", 2), ("www.example.com", 2), (None, 0), ("localhost", 0), ("127.0.0.1", 0)],
+    [
+        ("example.com", 1),
+        ("example.co.uk", 2),
+        ("www.example.com", 2),
+        (None, 0),
+        ("localhost", 0),
+        ("127.0.0.1", 0),
+    ],
 )
 def test_subdomain_index(domain: str | None, index: int) -> None:
     """The subdomain index is the number of dots in the cookie domain; 0 for host-only, IP and localhost."""
@@ -119,7 +128,11 @@ def test_subdomain_index(domain: str | None, index: int) -> None:
 def test_mint_fbp_matches_vector_format() -> None:
     """A minted _fbp is fb.1.<13-digit ms>.<random> on example.com, random within 0..2147483647."""
     value = mint_fbp("example.com", int(NOW * 1000))
-    regex = _without_appendix(COOKIE_CASES["test_process_request_empty_constructor"]["expected"]["cookies_set"]["_fbp"]["value_regex"])
+    regex = _without_appendix(
+        COOKIE_CASES["test_process_request_empty_constructor"]["expected"][
+            "cookies_set"
+        ]["_fbp"]["value_regex"]
+    )
 
     assert re.search(regex, value)
     assert 0 <= int(value.split(".")[3]) <= 2147483647
@@ -128,7 +141,9 @@ def test_mint_fbp_matches_vector_format() -> None:
 def test_build_fbc_matches_vector_format() -> None:
     """fbclid "testtest" on example.com gives fb.1.<ms>.testtest."""
     regex = _without_appendix(
-        COOKIE_CASES["test_process_request_empty_constructor_with_fbc"]["expected"]["cookies_set"]["_fbc"]["value_regex"]
+        COOKIE_CASES["test_process_request_empty_constructor_with_fbc"]["expected"][
+            "cookies_set"
+        ]["_fbc"]["value_regex"]
     )
 
     assert re.search(regex, build_fbc("testtest", "example.com", int(NOW * 1000)))
@@ -136,10 +151,15 @@ def test_build_fbc_matches_vector_format() -> None:
 
 def test_build_fbc_keeps_fbclid_exactly() -> None:
     """fbclid is case-sensitive: its case and percent signs are never changed."""
-    assert build_fbc("IwAR2xYz_-%41", "example.com", 1700000000000) == "fb.1.1700000000000.IwAR2xYz_-%41"
+    assert (
+        build_fbc("IwAR2xYz_-%41", "example.com", 1700000000000)
+        == "fb.1.1700000000000.IwAR2xYz_-%41"
+    )
 
 
-@pytest.mark.parametrize("fbclid", ["", "a.b", "a;b", "a b", 'a"b', "a,b", "é", "x" * 1001])
+@pytest.mark.parametrize(
+    "fbclid", ["", "a.b", "a;b", "a b", 'a"b', "a,b", "é", "x" * 1001]
+)
 def test_build_fbc_refuses_fbclid_unsafe_in_a_cookie(fbclid: str) -> None:
     """An fbclid that cannot stand in a cookie value is refused with an error naming it."""
     with pytest.raises(ValueError, match="fbclid"):
@@ -232,7 +252,13 @@ def test_resolve_ids_mints_every_id_for_a_new_browser() -> None:
     """A browser without cookies gets a visitor ID, _fbp, _ga and session 1, but no _fbc."""
     ids, cookies = resolve_ids({}, "shop.example.com", {}, NOW)
 
-    assert set(ids) == {"visitor_id", "fbp", "ga_client_id", "ga_session_id", "ga_session_number"}
+    assert set(ids) == {
+        "visitor_id",
+        "fbp",
+        "ga_client_id",
+        "ga_session_id",
+        "ga_session_number",
+    }
     assert ids["ga_session_id"] == "1700000000"
     assert ids["ga_session_number"] == "1"
     assert set(_by_name(cookies)) == {"trid", "_fbp", "_ga", SESSION_COOKIE}
@@ -258,7 +284,9 @@ def test_resolve_ids_sets_cookie_attributes() -> None:
         ("_ga", False, ID_COOKIE_MAX_AGE_SECS),
         (SESSION_COOKIE, True, ID_COOKIE_MAX_AGE_SECS),
     }
-    assert ID_COOKIE_MAX_AGE_SECS == 400 * 86400 and FB_COOKIE_MAX_AGE_SECS == 90 * 86400
+    assert (
+        ID_COOKIE_MAX_AGE_SECS == 400 * 86400 and FB_COOKIE_MAX_AGE_SECS == 90 * 86400
+    )
     assert {c.domain for c in by_name.values()} == {"example.co.uk"}
 
 
@@ -282,17 +310,24 @@ def test_resolve_ids_keeps_valid_cookies_and_refreshes_them() -> None:
 def test_resolve_ids_replaces_fbc_on_new_fbclid() -> None:
     """Vector fbc_modified: a new fbclid replaces an _fbc with another payload; _fbp is kept."""
     row = COOKIE_CASES["test_process_request_fbc_modified"]
-    ids, cookies = resolve_ids(row["input"]["cookies"], row["input"]["host"], {"fbclid": "new_payload"}, NOW)
+    ids, cookies = resolve_ids(
+        row["input"]["cookies"], row["input"]["host"], {"fbclid": "new_payload"}, NOW
+    )
     fbc = _by_name(cookies)["_fbc"]
 
-    assert re.search(_without_appendix(row["expected"]["cookies_set"]["_fbc"]["value_regex"]), fbc.value)
+    assert re.search(
+        _without_appendix(row["expected"]["cookies_set"]["_fbc"]["value_regex"]),
+        fbc.value,
+    )
     assert fbc.domain == row["expected"]["cookies_set"]["_fbc"]["domain"]
     assert ids["fbp"] == row["expected"]["get_fbp"]
 
 
 def test_resolve_ids_keeps_fbc_when_same_fbclid_comes_again() -> None:
     """A reload with the same fbclid keeps the cookie, and so the time of the click."""
-    ids, _ = resolve_ids({"_fbc": "fb.1.1600000000000.IwAR1"}, "example.com", {"fbclid": "IwAR1"}, NOW)
+    ids, _ = resolve_ids(
+        {"_fbc": "fb.1.1600000000000.IwAR1"}, "example.com", {"fbclid": "IwAR1"}, NOW
+    )
 
     assert ids["fbc"] == "fb.1.1600000000000.IwAR1"
 
@@ -301,9 +336,21 @@ def test_resolve_ids_keeps_fbc_when_same_fbclid_comes_again() -> None:
     ("case", "fbclid", "domain"),
     [
         ("test_process_request_empty_constructor_with_fbc", "testtest", "example.com"),
-        ("test_process_request_empty_constructor_with_fbc_cookie", "testtest", "example.com"),
-        ("test_process_request_domain_list_constructor_with_fbclid", "test123321", "example.com"),
-        ("test_process_request_domain_list_constructor_with_protocol", "test123321", "example.co.uk"),
+        (
+            "test_process_request_empty_constructor_with_fbc_cookie",
+            "testtest",
+            "example.com",
+        ),
+        (
+            "test_process_request_domain_list_constructor_with_fbclid",
+            "test123321",
+            "example.com",
+        ),
+        (
+            "test_process_request_domain_list_constructor_with_protocol",
+            "test123321",
+            "example.co.uk",
+        ),
         # IP hosts: the Builder sets Domain=[::1]; browsers refuse a Domain
         # attribute on an IP, so we set a host-only cookie (domain None).
         ("test_process_request_ipv6", "test123", None),
@@ -314,11 +361,24 @@ def test_resolve_ids_fbc_vector(case: str, fbclid: str, domain: str | None) -> N
     """Parameter Builder cookie cases: the _fbc built from the hit's fbclid matches the vector's format."""
     row = COOKIE_CASES[case]
     host = row["input"]["host"].removeprefix("https://")
-    configured = row["input"]["constructor"][-1].split("://")[-1] if isinstance(row["input"]["constructor"], list) else ""
-    _, cookies = resolve_ids(row["input"]["cookies"] or {}, host, {"fbclid": fbclid}, NOW, configured_domain=configured)
+    configured = (
+        row["input"]["constructor"][-1].split("://")[-1]
+        if isinstance(row["input"]["constructor"], list)
+        else ""
+    )
+    _, cookies = resolve_ids(
+        row["input"]["cookies"] or {},
+        host,
+        {"fbclid": fbclid},
+        NOW,
+        configured_domain=configured,
+    )
     fbc = _by_name(cookies)["_fbc"]
 
-    assert re.search(_without_appendix(row["expected"]["cookies_set"]["_fbc"]["value_regex"]), fbc.value)
+    assert re.search(
+        _without_appendix(row["expected"]["cookies_set"]["_fbc"]["value_regex"]),
+        fbc.value,
+    )
     assert fbc.domain == domain
 
 
@@ -339,7 +399,9 @@ def test_resolve_ids_replaces_invalid_fbp() -> None:
 
 def test_resolve_ids_drops_invalid_fbc_without_fbclid() -> None:
     """A malformed _fbc and no fbclid: no fbc is sent and no _fbc cookie is set."""
-    ids, cookies = resolve_ids({"_fbc": "fb.1.123.test123.test"}, "example.com", {}, NOW)
+    ids, cookies = resolve_ids(
+        {"_fbc": "fb.1.123.test123.test"}, "example.com", {}, NOW
+    )
 
     assert "fbc" not in ids
     assert "_fbc" not in _by_name(cookies)
@@ -355,7 +417,9 @@ def test_resolve_ids_ignores_fbclid_unsafe_in_a_cookie() -> None:
 def test_resolve_ids_session_continues_within_timeout() -> None:
     """A hit 30 minutes after the last one stays in the same session."""
     _, cookies = resolve_ids({}, "example.com", {}, NOW)
-    ids, _ = resolve_ids(_jar(cookies), "example.com", {}, NOW + GA_SESSION_TIMEOUT_SECS)
+    ids, _ = resolve_ids(
+        _jar(cookies), "example.com", {}, NOW + GA_SESSION_TIMEOUT_SECS
+    )
 
     assert (ids["ga_session_id"], ids["ga_session_number"]) == ("1700000000", "1")
 
@@ -364,7 +428,9 @@ def test_resolve_ids_session_timeout_starts_next_session() -> None:
     """A hit more than 30 minutes after the last one starts session number + 1 at its own time."""
     _, first = resolve_ids({}, "example.com", {}, NOW)
     _, second = resolve_ids(_jar(first), "example.com", {}, NOW + 1200)
-    ids, _ = resolve_ids(_jar(second), "example.com", {}, NOW + 1200 + GA_SESSION_TIMEOUT_SECS + 1)
+    ids, _ = resolve_ids(
+        _jar(second), "example.com", {}, NOW + 1200 + GA_SESSION_TIMEOUT_SECS + 1
+    )
 
     assert ids["ga_session_id"] == str(int(NOW) + 1200 + GA_SESSION_TIMEOUT_SECS + 1)
     assert ids["ga_session_number"] == "2"
@@ -372,7 +438,9 @@ def test_resolve_ids_session_timeout_starts_next_session() -> None:
 
 def test_resolve_ids_session_restarts_for_new_ga_client() -> None:
     """A freshly minted GA client starts at session 1 even if a session cookie is left over."""
-    ids, _ = resolve_ids({SESSION_COOKIE: "1600000000.7.1699999999"}, "example.com", {}, NOW)
+    ids, _ = resolve_ids(
+        {SESSION_COOKIE: "1600000000.7.1699999999"}, "example.com", {}, NOW
+    )
 
     assert ids["ga_session_number"] == "1"
 
@@ -380,8 +448,19 @@ def test_resolve_ids_session_restarts_for_new_ga_client() -> None:
 @pytest.mark.parametrize(
     "jar",
     [
-        {"trid": "x", "_fbp": "fb.1.2.3.4.5.6", "_fbc": "", "_ga": "GA1", SESSION_COOKIE: "a.b.c"},
-        {"trid": "é" * 30, "_fbp": "fb.1.1.1;x", "_ga": "GA1.1.1.1\r\nSet-Cookie: x", SESSION_COOKIE: "9" * 40},
+        {
+            "trid": "x",
+            "_fbp": "fb.1.2.3.4.5.6",
+            "_fbc": "",
+            "_ga": "GA1",
+            SESSION_COOKIE: "a.b.c",
+        },
+        {
+            "trid": "é" * 30,
+            "_fbp": "fb.1.1.1;x",
+            "_ga": "GA1.1.1.1\r\nSet-Cookie: x",
+            SESSION_COOKIE: "9" * 40,
+        },
     ],
 )
 def test_resolve_ids_hostile_cookies_give_safe_values(jar: dict[str, str]) -> None:

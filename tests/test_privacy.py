@@ -38,7 +38,9 @@ VECTOR_TODAY = date(2026, 6, 1)
 
 def _rows() -> list[tuple[str, str, dict]]:
     rows = []
-    for path in sorted(VECTORS.glob("meta_*normalize.json")) + sorted(VECTORS.glob("meta_param_builder_*.json")):
+    for path in sorted(VECTORS.glob("meta_*normalize.json")) + sorted(
+        VECTORS.glob("meta_param_builder_*.json")
+    ):
         for row in json.loads(path.read_text("utf-8")):
             for field in ("fn", "ln") if row["field"] == "fn/ln" else (row["field"],):
                 rows.append((path.stem, field, row))
@@ -51,25 +53,45 @@ ROWS = _rows()
 # vectors and the vectors must say otherwise (checked below).
 KNOWN_DISAGREEMENTS: dict[tuple[str, str, str], tuple[str | None, str]] = {
     ("meta_business_sdk_normalize", "em", "a@b.c"): (
-        None, "Python SDK accepts anything matching .+@.+\\..+; a one-letter TLD does not exist"),
+        None,
+        "Python SDK accepts anything matching .+@.+\\..+; a one-letter TLD does not exist",
+    ),
     ("meta_business_sdk_normalize", "em", '"a b"@c.d'): (
-        None, "quoted local parts are refused like the Parameter Builder refuses spaces and quotes"),
+        None,
+        "quoted local parts are refused like the Parameter Builder refuses spaces and quotes",
+    ),
     ("meta_business_sdk_normalize", "em", "a\\@b@c.d"): (
-        None, "an escaped @ is refused like the Parameter Builder refuses backslashes"),
+        None,
+        "an escaped @ is refused like the Parameter Builder refuses backslashes",
+    ),
     ("meta_business_sdk_normalize", "em", "foo(.bar)@baz.com/"): (
-        None, "PHP SDK strips odd characters and guesses; the Parameter Builder refuses the address"),
+        None,
+        "PHP SDK strips odd characters and guesses; the Parameter Builder refuses the address",
+    ),
     ("meta_business_sdk_normalize", "em", 'foo"@bar.com'): (
-        None, "PHP SDK strips the quote; the Parameter Builder refuses 'test\"@example.com'"),
+        None,
+        "PHP SDK strips the quote; the Parameter Builder refuses 'test\"@example.com'",
+    ),
     ("meta_business_sdk_normalize", "em", "foo()@bar.com"): (
-        None, "PHP SDK strips the parentheses; the Parameter Builder refuses 'test(@example.com'"),
+        None,
+        "PHP SDK strips the parentheses; the Parameter Builder refuses 'test(@example.com'",
+    ),
     ("meta_business_sdk_normalize", "ct", "Seattle-98121"): (
-        "seattle98121", "PHP SDK drops digits; the Parameter Builder keeps them ('Dallas75201')"),
+        "seattle98121",
+        "PHP SDK drops digits; the Parameter Builder keeps them ('Dallas75201')",
+    ),
     ("meta_business_sdk_normalize", "country", "United States of America"): (
-        "us", "PHP SDK refuses country names; the Parameter Builder maps them"),
+        "us",
+        "PHP SDK refuses country names; the Parameter Builder maps them",
+    ),
     ("meta_param_builder_zip", "zp", "A1 B2"): (
-        "a1b2", "Meta's docs and both business SDKs remove spaces from zip codes ('NR9 5AL' -> 'nr95al')"),
+        "a1b2",
+        "Meta's docs and both business SDKs remove spaces from zip codes ('NR9 5AL' -> 'nr95al')",
+    ),
     ("meta_param_builder_external_id", "external_id", "2023-01-01T00:00:00.000Z"): (
-        "2023-01-01t00:00:00.000z", "the JS test passed a Date object, not this string; a string stays a string"),
+        "2023-01-01t00:00:00.000z",
+        "the JS test passed a Date object, not this string; a string stays a string",
+    ),
 }
 
 
@@ -83,11 +105,15 @@ def _expected(row: dict) -> str | None:
 
 def _case_id(case: tuple[str, str, dict]) -> str:
     stem, field, row = case
-    return f"{stem.removeprefix('meta_')}-{field}-{row['case'][:40]}-{row['input'][:40]!r}"
+    return (
+        f"{stem.removeprefix('meta_')}-{field}-{row['case'][:40]}-{row['input'][:40]!r}"
+    )
 
 
 VECTOR_CASES = [
-    c for c in ROWS if _key(*c) not in KNOWN_DISAGREEMENTS and len(c[2]["input"]) <= MAX_VALUE_CHARS
+    c
+    for c in ROWS
+    if _key(*c) not in KNOWN_DISAGREEMENTS and len(c[2]["input"]) <= MAX_VALUE_CHARS
 ]
 LONG_CASES = [c for c in ROWS if len(c[2]["input"]) > MAX_VALUE_CHARS]
 
@@ -112,7 +138,9 @@ def test_meta_vector(case: tuple[str, str, dict]) -> None:
         assert sent == sha256_hex(expected)
 
 
-@pytest.mark.parametrize("key", list(KNOWN_DISAGREEMENTS), ids=lambda k: f"{k[1]}-{k[2]!r}")
+@pytest.mark.parametrize(
+    "key", list(KNOWN_DISAGREEMENTS), ids=lambda k: f"{k[1]}-{k[2]!r}"
+)
 def test_known_disagreement(key: tuple[str, str, str]) -> None:
     """Where an SDK's vector disagrees with our chosen rule, we produce the value written down here."""
     ours, _why = KNOWN_DISAGREEMENTS[key]
@@ -133,16 +161,24 @@ def test_vector_input_over_max_chars_is_refused(case: tuple[str, str, dict]) -> 
 
 def test_vectors_cover_every_meta_file() -> None:
     """All twelve Meta normalisation files are loaded (a missing file would silently shrink the suite)."""
-    assert {stem for stem, _, _ in ROWS} == {p.stem for p in VECTORS.glob("meta_*.json")} - {
-        "meta_fbc_fbp_param_builder"
-    }
-    assert len(ROWS) == 97 + 123 + 104 + 2 * 248 + 185 + 246 + 116 + 191 + 119 + 420 + 104
+    assert {stem for stem, _, _ in ROWS} == {
+        p.stem for p in VECTORS.glob("meta_*.json")
+    } - {"meta_fbc_fbp_param_builder"}
+    assert (
+        len(ROWS) == 97 + 123 + 104 + 2 * 248 + 185 + 246 + 116 + 191 + 119 + 420 + 104
+    )
 
 
 def test_sha256_hex_is_lowercase_hex_of_utf8() -> None:
     """sha256_hex gives the FIPS 180-2 digests of "" and "abc", and hashes text as UTF-8 bytes."""
-    assert sha256_hex("") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-    assert sha256_hex("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    assert (
+        sha256_hex("")
+        == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    )
+    assert (
+        sha256_hex("abc")
+        == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    )
     assert sha256_hex("\u00e9") == hashlib.sha256(b"\xc3\xa9").hexdigest()
 
 
@@ -176,7 +212,9 @@ def test_md5_looking_external_id_is_hashed_not_passed_through() -> None:
     assert hash_meta("external_id", raw) == sha256_hex(raw)
 
 
-@pytest.mark.parametrize("value", [None, 42, 4.2, ["a@b.co"], {"em": "a@b.co"}, b"a@b.co"])
+@pytest.mark.parametrize(
+    "value", [None, 42, 4.2, ["a@b.co"], {"em": "a@b.co"}, b"a@b.co"]
+)
 def test_meta_non_string_value_is_refused(value: object) -> None:
     """A value that is not a string is refused, not coerced and not an exception."""
     assert normalize_meta("em", value) is None
@@ -204,7 +242,11 @@ def test_birth_year_bound_moves_with_today() -> None:
 def test_meta_user_data_maps_and_hashes_each_field() -> None:
     """email, phone, names and external_id become hashed em, ph, fn, ln and external_id lists."""
     user = UserData(
-        email=" Joe@Eg.com ", phone="+1 (206) 207-2008", first_name="Joe", last_name="Smith", external_id="123"
+        email=" Joe@Eg.com ",
+        phone="+1 (206) 207-2008",
+        first_name="Joe",
+        last_name="Smith",
+        external_id="123",
     )
 
     assert meta_user_data(user) == {
@@ -244,7 +286,9 @@ def test_google_email_drops_dots_before_at_on_gmail(domain: str) -> None:
     """Periods before the @ are removed on gmail.com and googlemail.com (Google's cloudy.sanfrancisco example)."""
     data = google_user_data(UserData(email=f" cloudy.sanfrancisco@{domain} "), None)
 
-    assert data["sha256_email_address"] == [sha256_hex(f"cloudysanfrancisco@{domain.lower()}")]
+    assert data["sha256_email_address"] == [
+        sha256_hex(f"cloudysanfrancisco@{domain.lower()}")
+    ]
 
 
 def test_google_phone_without_plus_uses_default_region() -> None:
@@ -273,10 +317,17 @@ def test_google_phone_that_is_not_a_number_is_left_out() -> None:
 
 def test_google_names_lose_digits_and_symbols_and_outer_space() -> None:
     """First and last names: digits and symbols removed, lowercase, trimmed; inner spaces and accents stay."""
-    data = google_user_data(UserData(first_name=" Mary Ann2! ", last_name="Ôdé-Smith"), None)
+    data = google_user_data(
+        UserData(first_name=" Mary Ann2! ", last_name="Ôdé-Smith"), None
+    )
 
     assert data == {
-        "address": [{"sha256_first_name": sha256_hex("mary ann"), "sha256_last_name": sha256_hex("ôdésmith")}]
+        "address": [
+            {
+                "sha256_first_name": sha256_hex("mary ann"),
+                "sha256_last_name": sha256_hex("ôdésmith"),
+            }
+        ]
     }
 
 
@@ -284,11 +335,15 @@ def test_google_already_hashed_values_pass_through() -> None:
     """A SHA-256 digest given for the email is sent lowercased, not hashed again."""
     digest = "E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855"
 
-    assert google_user_data(UserData(email=digest), None) == {"sha256_email_address": [digest.lower()]}
+    assert google_user_data(UserData(email=digest), None) == {
+        "sha256_email_address": [digest.lower()]
+    }
 
 
 def test_google_invalid_and_oversized_values_are_left_out() -> None:
     """A malformed email, a non-string name and a 513-character name give no keys, not an error."""
-    user = UserData(email="nobody@", first_name=42, last_name="x" * (MAX_VALUE_CHARS + 1))  # type: ignore[arg-type]
+    user = UserData(
+        email="nobody@", first_name=42, last_name="x" * (MAX_VALUE_CHARS + 1)
+    )  # type: ignore[arg-type]
 
     assert google_user_data(user, "US") == {}

@@ -24,17 +24,17 @@ import ipaddress
 import logging
 import re
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from publicsuffixlist import PublicSuffixList
 
 __all__ = [
-    "CookieSpec",
     "FB_COOKIE_MAX_AGE_SECS",
     "GA_SESSION_TIMEOUT_SECS",
     "ID_COOKIE_MAX_AGE_SECS",
     "SESSION_COOKIE",
+    "CookieSpec",
     "build_fbc",
     "cookie_domain",
     "fbc_payload",
@@ -63,7 +63,9 @@ SESSION_COOKIE = "trs"
 # because browsers refuse Domain= cookies on them just like on "com".
 _PSL = PublicSuffixList()
 
-_HOST_RE = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*")
+_HOST_RE = re.compile(
+    r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*"
+)
 _VISITOR_RE = re.compile(r"[A-Za-z0-9_-]{16,64}")
 # RFC 6265 cookie-octet, minus "." (the fbc segment separator): what may
 # stand in a Set-Cookie value unquoted. Real fbclids use [A-Za-z0-9_-].
@@ -128,10 +130,18 @@ def cookie_domain(host: str, configured: str = "") -> str | None:
         return None
 
     wanted = configured.strip().lower().strip(".") if configured else ""
-    if wanted and (bare == wanted or bare.endswith("." + wanted)) and not _PSL.is_public(wanted):
+    if (
+        wanted
+        and (bare == wanted or bare.endswith("." + wanted))
+        and not _PSL.is_public(wanted)
+    ):
         return wanted
     if wanted:
-        log.debug("cookie domain %r does not cover host %r; using the registrable domain", wanted, bare)
+        log.debug(
+            "cookie domain %r does not cover host %r; using the registrable domain",
+            wanted,
+            bare,
+        )
     return _PSL.privatesuffix(bare)
 
 
@@ -168,7 +178,9 @@ def build_fbc(fbclid: str, domain: str | None, now_ms: int) -> str:
     """
     if not isinstance(fbclid, str) or not _FBCLID_RE.fullmatch(fbclid):
         shown = fbclid[:40] if isinstance(fbclid, str) else type(fbclid).__name__
-        raise ValueError(f"fbclid {shown!r}: not usable in _fbc (1-1000 cookie-safe characters, no '.')")
+        raise ValueError(
+            f"fbclid {shown!r}: not usable in _fbc (1-1000 cookie-safe characters, no '.')"
+        )
     return f"fb.{subdomain_index(domain)}.{int(now_ms)}.{fbclid}"
 
 
@@ -202,7 +214,12 @@ def is_valid_fb_cookie(value: str) -> bool:
     # The Builder does not check the creation time ("fb.1.xxx.abcd" passes);
     # we do, because Meta refuses events whose fbc is malformed and one such
     # event fails its whole batch.
-    if not (parts[1].isascii() and parts[1].isdigit() and parts[2].isascii() and parts[2].isdigit()):
+    if not (
+        parts[1].isascii()
+        and parts[1].isdigit()
+        and parts[2].isascii()
+        and parts[2].isdigit()
+    ):
         return False
     if not _FBCLID_RE.fullmatch(parts[3]):
         return False
@@ -217,7 +234,9 @@ def fbc_payload(value: str) -> str:
     """
     if not is_valid_fb_cookie(value):
         shown = value[:40] if isinstance(value, str) else type(value).__name__
-        raise ValueError(f"_fbc {shown!r}: not a valid fb.<index>.<ms>.<payload> cookie value")
+        raise ValueError(
+            f"_fbc {shown!r}: not a valid fb.<index>.<ms>.<payload> cookie value"
+        )
     return value.split(".")[3]
 
 
@@ -288,7 +307,9 @@ def resolve_ids(
     if visitor is None or not _VISITOR_RE.fullmatch(visitor):
         visitor = new_visitor_id()
     ids["visitor_id"] = visitor
-    out.append(CookieSpec(visitor_cookie, visitor, domain, ID_COOKIE_MAX_AGE_SECS, True))
+    out.append(
+        CookieSpec(visitor_cookie, visitor, domain, ID_COOKIE_MAX_AGE_SECS, True)
+    )
 
     fbp = cookie("_fbp")
     if fbp is None or not is_valid_fb_cookie(fbp):
@@ -324,5 +345,13 @@ def resolve_ids(
     start, number = _session(cookie(SESSION_COOKIE), now_s, fresh_client)
     ids["ga_session_id"] = str(start)
     ids["ga_session_number"] = str(number)
-    out.append(CookieSpec(SESSION_COOKIE, f"{start}.{number}.{now_s}", domain, ID_COOKIE_MAX_AGE_SECS, True))
+    out.append(
+        CookieSpec(
+            SESSION_COOKIE,
+            f"{start}.{number}.{now_s}",
+            domain,
+            ID_COOKIE_MAX_AGE_SECS,
+            True,
+        )
+    )
     return ids, out
