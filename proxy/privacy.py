@@ -563,6 +563,8 @@ def google_user_data(user: UserData, default_region: str | None) -> dict[str, An
     phone = _google_hash(user.phone, lambda v: _google_phone(v, default_region))
     if phone:
         out["sha256_phone_number"] = [phone]
+    # TODO(model): add sha256_street, city, region, postal_code and country
+    # once UserData carries an address; GA4 MP accepts them in address[].
     address: dict[str, str] = {}
     for attr, key in (
         ("first_name", "sha256_first_name"),
