@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import orjson
 
 from ..vendors.base import Adapter, Answer, Outcome, Verdict
 from .retry import RetryPolicy
@@ -141,8 +142,7 @@ class Delivery:
             for job in jobs:
                 groups[adapter.batch_key(job.payload)].append(job)
             for group in groups.values():
-                for i in range(0, len(group), adapter.batch_size):
-                    chunk = group[i : i + adapter.batch_size]
+                for chunk in _chunks(group, adapter.batch_size, adapter.max_batch_bytes):
                     await limit.acquire()
                     task = asyncio.create_task(self._send(name, lane, chunk), name=f"send:{name}")
                     self._inflight.add(task)
@@ -240,3 +240,27 @@ class Delivery:
         if lane.pending <= 0:
             lane.pending = 0
             lane.idle.set()
+
+
+def _chunks(jobs: list[Job], most: int, max_bytes: int | None) -> list[list[Job]]:
+    """Split into requests of at most ``most`` payloads and about ``max_bytes`` bytes.
+
+    The byte bound leaves 10% for the request envelope; a single payload over
+    it still goes alone (the vendor's answer then says what is wrong).
+    """
+    if max_bytes is None:
+        return [jobs[i : i + most] for i in range(0, len(jobs), most)]
+    budget = int(max_bytes * 0.9)
+    out: list[list[Job]] = []
+    current: list[Job] = []
+    size = 0
+    for job in jobs:
+        n = len(orjson.dumps(job.payload)) + 1
+        if current and (len(current) >= most or size + n > budget):
+            out.append(current)
+            current, size = [], 0
+        current.append(job)
+        size += n
+    if current:
+        out.append(current)
+    return out

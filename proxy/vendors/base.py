@@ -133,6 +133,9 @@ class Adapter:
 
     type: ClassVar[str]
     max_batch: ClassVar[int] = 1
+    # Largest request body the vendor takes (bytes); None: no limit. Delivery
+    # splits batches so that the sum of payload sizes stays under it.
+    max_batch_bytes: ClassVar[int | None] = None
     # Events older than this are refused by the vendor (seconds); None: no limit.
     max_age_secs: ClassVar[float | None] = None
     # Settings keys whose values are secrets (never printed).
