@@ -8,21 +8,10 @@ from __future__ import annotations
 
 from .base import Adapter
 from .file import JSONLFile
+from .ga4 import GA4
+from .meta import MetaCAPI
 from .webhook import Webhook
 
 __all__ = ["ADAPTERS", "Adapter"]
 
-ADAPTERS: dict[str, type[Adapter]] = {cls.type: cls for cls in (JSONLFile, Webhook)}
-
-try:  # the vendor modules are added alongside; each registers once present
-    from .meta import MetaCAPI
-
-    ADAPTERS[MetaCAPI.type] = MetaCAPI
-except ImportError:  # pragma: no cover
-    pass
-try:
-    from .ga4 import GA4
-
-    ADAPTERS[GA4.type] = GA4
-except ImportError:  # pragma: no cover
-    pass
+ADAPTERS: dict[str, type[Adapter]] = {cls.type: cls for cls in (JSONLFile, Webhook, MetaCAPI, GA4)}
