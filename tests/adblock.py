@@ -84,7 +84,7 @@ _PLAYWRIGHT_TYPES = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def engine(profile: str) -> adblock.Engine:
     """Return the engine for ``profile``, built from whole list files on first use."""
     try:

@@ -45,7 +45,9 @@ DEFAULT_COLLECTOR_REQUESTS = [
 @pytest.mark.parametrize("profile", sorted(PROFILES))
 def test_google_analytics_ping_is_blocked(profile):
     """The GA4 collect beacon is blocked, so the engine and lists are really loaded."""
-    rule = blocked("https://www.google-analytics.com/g/collect?v=2", PAGE, "ping", profile)
+    rule = blocked(
+        "https://www.google-analytics.com/g/collect?v=2", PAGE, "ping", profile
+    )
 
     assert rule is not None
 
@@ -53,7 +55,9 @@ def test_google_analytics_ping_is_blocked(profile):
 @pytest.mark.parametrize("profile", sorted(PROFILES))
 def test_gtag_script_is_blocked(profile):
     """The gtag.js loader from googletagmanager.com is blocked."""
-    rule = blocked("https://www.googletagmanager.com/gtag/js?id=G-1", PAGE, "script", profile)
+    rule = blocked(
+        "https://www.googletagmanager.com/gtag/js?id=G-1", PAGE, "script", profile
+    )
 
     assert rule is not None
 

@@ -14,10 +14,10 @@ import gzip
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
-from urllib.parse import parse_qs
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -30,7 +30,9 @@ SCRIPT_PATH = "/assets/c.js"
 COLLECT_PATH = "/e"
 HOSTS = {"www.shop.example": "127.0.0.1", "t.shop.example": "127.0.0.1"}
 
-UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+UUID_RE = re.compile(
+    r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
+)
 HEX128_RE = re.compile(r"^[0-9a-f]{32}$")
 
 # Safety net, not a timing assertion: how long to wait for a hit before
@@ -48,7 +50,7 @@ def served_script(collect_path: str = COLLECT_PATH) -> bytes:
 def snippet_lines() -> list[str]:
     """The lines of static/snippet.html a site owner pastes (its comment left out)."""
     text = (STATIC / "snippet.html").read_text(encoding="utf-8")
-    text = re.sub(r"<!--.*?-->\s*", "", text, flags=re.S)
+    text = re.sub(r"<!--.*?-->\s*", "", text, flags=re.DOTALL)
     return [line for line in text.splitlines() if line.strip()]
 
 
@@ -80,7 +82,12 @@ class Recorder:
         self.methods.append(request.method)
         if request.method in ("POST", "GET"):
             raw = body if request.method == "POST" else request.query.get("d", "{}")
-            hit = Hit(request.method, request.host, request.headers.get("Content-Type", ""), json.loads(raw))
+            hit = Hit(
+                request.method,
+                request.host,
+                request.headers.get("Content-Type", ""),
+                json.loads(raw),
+            )
             async with self.changed:
                 self.hits.append(hit)
                 self.changed.notify_all()
@@ -94,9 +101,13 @@ class Recorder:
 
         async with self.changed:
             try:
-                await asyncio.wait_for(self.changed.wait_for(lambda: found() is not None), HIT_WAIT_SECS)
+                await asyncio.wait_for(
+                    self.changed.wait_for(lambda: found() is not None), HIT_WAIT_SECS
+                )
             except TimeoutError:
-                pytest.fail(f"no hit with {what} arrived; got {[hit.batch for hit in self.hits]}")
+                pytest.fail(
+                    f"no hit with {what} arrived; got {[hit.batch for hit in self.hits]}"
+                )
         hit = found()
         assert hit is not None
         return hit
@@ -123,7 +134,9 @@ class Shop:
         """Serve an HTML page at ``path`` on the site and return its URL."""
         self.pages[path] = (
             "<!doctype html><html><head><meta charset='utf-8'><title>Shop</title>"
-            "<link rel='icon' href='data:,'>" + "".join(head) + "</head><body><h1>Shop</h1></body></html>"
+            "<link rel='icon' href='data:,'>"
+            + "".join(head)
+            + "</head><body><h1>Shop</h1></body></html>"
         )
         return self.site(path)
 
@@ -200,6 +213,7 @@ def test_demo_page_loads_the_collector_with_the_snippet():
 
 # --- page views -------------------------------------------------------------
 
+
 @needs_chromium
 async def test_page_view_is_sent_on_load(shop, browser):
     """Loading a page sends one page_view with the page's URL, referrer and title."""
@@ -253,7 +267,11 @@ async def test_omits_empty_user_consent_and_click_ids(shop, browser):
 @needs_chromium
 async def test_config_page_view_false_turns_off_the_automatic_page_view(shop, browser):
     """tagrelay('config', {page_view: false}) before load sends no page_view."""
-    url = shop.page(STUB, "<script>tagrelay('config', {page_view: false});</script>", shop.snippet()[1])
+    url = shop.page(
+        STUB,
+        "<script>tagrelay('config', {page_view: false});</script>",
+        shop.snippet()[1],
+    )
 
     page = await open_page(browser, url)
     await page.evaluate("tagrelay('event', 'marker')")
@@ -267,7 +285,9 @@ async def test_config_page_view_false_turns_off_the_automatic_page_view(shop, br
 async def test_script_loaded_twice_sends_one_page_view(shop, browser):
     """A second copy of the script on the page does nothing."""
     stub, loader, _ = shop.snippet()
-    page = await open_page(browser, shop.page(stub, loader, loader.replace("c.js", "c.js?again")))
+    page = await open_page(
+        browser, shop.page(stub, loader, loader.replace("c.js", "c.js?again"))
+    )
 
     await page.evaluate("tagrelay('event', 'marker')")
     await shop.recorder.hit_with("marker")
@@ -321,7 +341,9 @@ async def test_events_of_the_same_tick_share_one_request(shop, browser):
     page = await open_page(browser, shop.page(*shop.snippet()))
     await shop.recorder.hit_with("page_view")
 
-    await page.evaluate("tagrelay('event', 'add_to_cart', {value: 1}); tagrelay('event', 'begin_checkout')")
+    await page.evaluate(
+        "tagrelay('event', 'add_to_cart', {value: 1}); tagrelay('event', 'begin_checkout')"
+    )
     hit = await shop.recorder.hit_with("add_to_cart")
 
     assert hit.names == ["add_to_cart", "begin_checkout"]
@@ -368,7 +390,9 @@ async def test_options_id_overrides_the_minted_id(shop, browser):
 async def test_params_event_id_overrides_the_minted_id(shop, browser):
     """params.event_id becomes the event ID and is not repeated in params."""
     page = await open_page(browser, shop.page(*shop.snippet()))
-    await page.evaluate("tagrelay('event', 'generate_lead', {event_id: 'lead-7', value: 5, currency: 'EUR'})")
+    await page.evaluate(
+        "tagrelay('event', 'generate_lead', {event_id: 'lead-7', value: 5, currency: 'EUR'})"
+    )
     hit = await shop.recorder.hit_with("generate_lead")
 
     assert hit.batch["events"][0]["id"] == "lead-7"
@@ -424,7 +448,9 @@ async def test_user_data_does_not_reach_earlier_events(shop, browser):
 async def test_consent_values_that_are_not_booleans_are_ignored(shop, browser):
     """Only true/false consent values are sent; others are dropped, not guessed."""
     page = await open_page(browser, shop.page(*shop.snippet()))
-    await page.evaluate("tagrelay('consent', {analytics: 'yes', ads: false}); tagrelay('event', 'marker')")
+    await page.evaluate(
+        "tagrelay('consent', {analytics: 'yes', ads: false}); tagrelay('event', 'marker')"
+    )
     hit = await shop.recorder.hit_with("marker")
 
     assert hit.batch["consent"] == {"ads": False}
@@ -455,7 +481,9 @@ async def test_click_ids_outlive_spa_navigation(shop, browser):
     page = await open_page(browser, shop.page(*shop.snippet()) + "?gclid=Cj0KCQiA")
     await page.evaluate("history.pushState({}, '', '/product/2')")
     hit = await shop.recorder.wait_for(
-        lambda hit: any(e["page"]["url"].endswith("/product/2") for e in hit.batch["events"]),
+        lambda hit: any(
+            e["page"]["url"].endswith("/product/2") for e in hit.batch["events"]
+        ),
         "a page_view of /product/2",
     )
 
@@ -466,17 +494,28 @@ async def test_click_ids_outlive_spa_navigation(shop, browser):
 
 
 @needs_chromium
-async def test_push_state_sends_a_page_view_with_the_previous_url_as_referrer(shop, browser):
+async def test_push_state_sends_a_page_view_with_the_previous_url_as_referrer(
+    shop, browser
+):
     """history.pushState to a new URL sends page_view with the new URL and the old one as referrer."""
     url = shop.page(*shop.snippet())
     page = await open_page(browser, url)
     await shop.recorder.hit_with("page_view")
 
-    await page.evaluate("document.title = 'Red mug'; history.pushState({}, '', '/product/2')")
-    hit = await shop.recorder.wait_for(lambda hit: hit.batch["events"][0]["page"]["title"] == "Red mug", "the new title")
+    await page.evaluate(
+        "document.title = 'Red mug'; history.pushState({}, '', '/product/2')"
+    )
+    hit = await shop.recorder.wait_for(
+        lambda hit: hit.batch["events"][0]["page"]["title"] == "Red mug",
+        "the new title",
+    )
 
     assert hit.names == ["page_view"]
-    assert hit.batch["events"][0]["page"] == {"url": shop.site("/product/2"), "referrer": url, "title": "Red mug"}
+    assert hit.batch["events"][0]["page"] == {
+        "url": shop.site("/product/2"),
+        "referrer": url,
+        "title": "Red mug",
+    }
 
 
 @needs_chromium
@@ -488,7 +527,10 @@ async def test_popstate_sends_a_page_view(shop, browser):
 
     await page.evaluate("history.back()")
     hit = await shop.recorder.wait_for(
-        lambda hit: hit.batch["events"][0]["page"]["referrer"] == shop.site("/product/2"), "a page_view back"
+        lambda hit: (
+            hit.batch["events"][0]["page"]["referrer"] == shop.site("/product/2")
+        ),
+        "a page_view back",
     )
 
     assert hit.names == ["page_view"]
@@ -515,7 +557,9 @@ async def test_events_after_spa_navigation_carry_the_new_page(shop, browser):
     """An event after pushState reports the new URL and the previous URL as referrer."""
     url = shop.page(*shop.snippet())
     page = await open_page(browser, url)
-    await page.evaluate("history.pushState({}, '', '/cart'); tagrelay('event', 'begin_checkout')")
+    await page.evaluate(
+        "history.pushState({}, '', '/cart'); tagrelay('event', 'begin_checkout')"
+    )
     hit = await shop.recorder.hit_with("begin_checkout")
 
     assert hit.batch["events"][-1]["page"]["url"] == shop.site("/cart")
@@ -534,7 +578,11 @@ FETCH_SPY = """
 @needs_chromium
 async def test_fetch_is_used_when_send_beacon_is_missing(shop, browser):
     """Without navigator.sendBeacon the hit goes by fetch, still text/plain and without preflight."""
-    page = await open_page(browser, shop.page(*shop.snippet()), "delete Navigator.prototype.sendBeacon;" + FETCH_SPY)
+    page = await open_page(
+        browser,
+        shop.page(*shop.snippet()),
+        "delete Navigator.prototype.sendBeacon;" + FETCH_SPY,
+    )
     hit = await shop.recorder.hit_with("page_view")
 
     assert await page.evaluate("window.__fetches") == 1
@@ -559,7 +607,9 @@ async def test_fetch_is_used_when_send_beacon_returns_false(shop, browser):
 async def test_image_get_is_the_last_resort(shop, browser):
     """Without sendBeacon and fetch the batch goes as a GET image with the JSON in `d`."""
     page = await open_page(
-        browser, shop.page(*shop.snippet()), "delete Navigator.prototype.sendBeacon; window.fetch = undefined;"
+        browser,
+        shop.page(*shop.snippet()),
+        "delete Navigator.prototype.sendBeacon; window.fetch = undefined;",
     )
     hit = await shop.recorder.hit_with("page_view")
 
@@ -657,14 +707,19 @@ async def test_demo_shop_sends_its_events(shop, browser):
     await shop.recorder.hit_with("generate_lead")
     await page.click("#next")
     spa = await shop.recorder.wait_for(
-        lambda hit: any(e["page"]["url"].endswith("/product/2") for e in hit.batch["events"]), "page_view of /product/2"
+        lambda hit: any(
+            e["page"]["url"].endswith("/product/2") for e in hit.batch["events"]
+        ),
+        "page_view of /product/2",
     )
 
     params = purchase.batch["events"][0]["params"]
     assert purchase.batch["user"] == {"email": "jane@example.com"}
     assert params["value"] == 21.25 and params["currency"] == "EUR"
     assert params["transaction_id"].startswith("T-")
-    assert params["items"] == [{"item_id": "SKU1", "item_name": "Blue mug", "price": 21.25, "quantity": 1}]
+    assert params["items"] == [
+        {"item_id": "SKU1", "item_name": "Blue mug", "price": 21.25, "quantity": 1}
+    ]
     assert spa.names == ["page_view"]
     assert spa.batch["events"][0]["page"]["title"] == "Red mug · Demo shop"
     assert spa.batch["events"][0]["page"]["referrer"] == shop.site("/product/1")
