@@ -468,3 +468,33 @@ def test_resolve_ids_hostile_cookies_give_safe_values(jar: dict[str, str]) -> No
     _, cookies = resolve_ids(jar, "example.com", {"fbclid": "IwAR1"}, NOW)
 
     assert all(COOKIE_OCTETS.fullmatch(c.value) for c in cookies)
+
+
+class TestClickCookie:
+    """Click IDs other than fbclid survive in the server-set ``trc`` cookie."""
+
+    def test_click_ids_are_kept_for_later_hits(self):
+        """A ttclid and gclid seen on landing are still known on a later hit without them."""
+        _, first = resolve_ids({}, "shop.example.com", {"ttclid": "E.C.P.x1", "gclid": "Cj0K-_a"}, 1_700_000_000)
+        jar = {c.name: c.value for c in first}
+        ids, later = resolve_ids(jar, "shop.example.com", {}, 1_700_086_400)
+        assert (ids["ttclid"], ids["gclid"]) == ("E.C.P.x1", "Cj0K-_a")
+        trc = next(c for c in later if c.name == "trc")
+        assert trc.http_only and trc.max_age_secs == 90 * 86400
+
+    def test_a_new_click_replaces_the_old_one_of_its_kind(self):
+        """The latest click of a vendor wins; other vendors' clicks stay."""
+        _, first = resolve_ids({}, "shop.example.com", {"ttclid": "old", "gclid": "g1"}, 1_700_000_000)
+        jar = {c.name: c.value for c in first}
+        ids, _ = resolve_ids(jar, "shop.example.com", {"ttclid": "new"}, 1_700_000_100)
+        assert (ids["ttclid"], ids["gclid"]) == ("new", "g1")
+
+    def test_unreadable_click_cookie_counts_as_none(self):
+        """A tampered trc cookie is ignored, not an error."""
+        ids, cookies = resolve_ids({"trc": "%%%not-base64"}, "shop.example.com", {}, 1_700_000_000)
+        assert "gclid" not in ids and "trc" not in {c.name for c in cookies}
+
+    def test_vendor_browser_cookies_are_read_not_minted(self):
+        """_ttp and _scid from a pixel kept beside are passed on; absent ones are not invented."""
+        ids, _ = resolve_ids({"_ttp": "2F7h37YkS1j57AYSKTI7IHhJPYH"}, "shop.example.com", {}, 1_700_000_000)
+        assert ids["ttp"] == "2F7h37YkS1j57AYSKTI7IHhJPYH" and "scid" not in ids

@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import json
 import logging
 import re
 import secrets
@@ -57,6 +58,17 @@ FB_COOKIE_MAX_AGE_SECS = 90 * 24 * 3600
 GA_SESSION_TIMEOUT_SECS = 30 * 60
 #: The cookie that carries the GA4 session: ``<start>.<number>.<last hit>``.
 SESSION_COOKIE = "trs"
+# Click IDs other than fbclid (which has _fbc) are kept server-side in one
+# HttpOnly cookie, so a conversion days after the click still carries them.
+# Same lifetime as Meta's click cookie (90 days).
+CLICK_COOKIE = "trc"
+CLICK_COOKIE_NAMES = frozenset(
+    {"gclid", "gbraid", "wbraid", "ttclid", "msclkid", "li_fat_id", "ScCid", "epik", "rdt_cid", "twclid"}
+)
+# Browser-ID cookies that vendor pixels set, read when present (a pixel kept
+# beside tagrelay); tagrelay does not mint them: their formats are the
+# vendors' own and undocumented.
+VENDOR_BROWSER_COOKIES = {"_ttp": "ttp", "_scid": "scid", "_rdt_uuid": "rdt_uuid", "_epik": "epik_cookie"}
 
 # The bundled list only: PublicSuffixList() reads the copy shipped in the
 # package and never fetches. Private suffixes (github.io, ...) are included
@@ -70,6 +82,9 @@ _VISITOR_RE = re.compile(r"[A-Za-z0-9_-]{16,64}")
 # RFC 6265 cookie-octet, minus "." (the fbc segment separator): what may
 # stand in a Set-Cookie value unquoted. Real fbclids use [A-Za-z0-9_-].
 _FBCLID_RE = re.compile(r"[\x21\x23-\x2b\x2d\x2f-\x3a\x3c-\x5b\x5d-\x7e]{1,1000}")
+# Any visible ASCII: click IDs in trc are base64-encoded, so '.', ';' and ','
+# (TikTok's ttclid has dots) are safe there.
+_CLICK_RE = re.compile(r"[\x21-\x7e]{1,1000}")
 _GA_RE = re.compile(r"(?:GA)?[0-9]+\.[0-9]+(?:-[0-9]+)?\.([0-9]{1,20})\.([0-9]{1,20})")
 _SESSION_RE = re.compile(r"([0-9]{1,12})\.([0-9]{1,9})\.([0-9]{1,12})")
 # The Parameter Builder's 2-character language tokens (base64url of 1..6).
@@ -275,6 +290,28 @@ def _session(raw: str | None, now: int, fresh_client: bool) -> tuple[int, int]:
     return start, number
 
 
+def _read_clicks(raw: str | None) -> dict[str, str]:
+    """The click IDs kept in the ``trc`` cookie; anything unreadable counts as none."""
+    if not raw or len(raw) > 4096:
+        return {}
+    try:
+        doc = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+    except (ValueError, binascii.Error):
+        return {}
+    if not isinstance(doc, dict):
+        return {}
+    return {
+        k: v
+        for k, v in doc.items()
+        if k in CLICK_COOKIE_NAMES and isinstance(v, str) and _CLICK_RE.fullmatch(v)
+    }
+
+
+def _write_clicks(clicks: Mapping[str, str]) -> str:
+    raw = json.dumps(dict(sorted(clicks.items())), separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
 def resolve_ids(
     cookies: Mapping[str, str],
     host: str,
@@ -290,7 +327,10 @@ def resolve_ids(
     or invalid, and replaces ``_fbc`` when the hit carries an fbclid that
     differs from the cookie's. Returns ``ids`` with ``visitor_id``, ``fbp``,
     ``ga_client_id``, ``ga_session_id``, ``ga_session_number`` and, when there
-    is a valid ``_fbc`` or an fbclid now, ``fbc``; and every cookie to set
+    is a valid ``_fbc`` or an fbclid now, ``fbc``; the latest value of each
+    other click ID seen (``gclid``, ``ttclid``, ...: kept in ``trc``); vendor
+    browser IDs when the browser has them (``ttp``, ``scid``, ``rdt_uuid``,
+    ``epik_cookie``); and every cookie to set
     (all of them, every hit, so their lifetimes extend).
     """
     domain = cookie_domain(host, configured_domain)
@@ -341,6 +381,18 @@ def resolve_ids(
         assert client_id is not None  # mint_ga's format is what ga_client_id reads
     ids["ga_client_id"] = client_id
     out.append(CookieSpec("_ga", ga, domain, ID_COOKIE_MAX_AGE_SECS, False))
+
+    clicks = _read_clicks(cookie(CLICK_COOKIE))
+    for name, value in click_ids.items():
+        if name != "fbclid" and name in CLICK_COOKIE_NAMES and _CLICK_RE.fullmatch(value):
+            clicks[name] = value
+    if clicks:
+        ids.update(clicks)
+        out.append(CookieSpec(CLICK_COOKIE, _write_clicks(clicks), domain, FB_COOKIE_MAX_AGE_SECS, True))
+    for cookie_name, key in VENDOR_BROWSER_COOKIES.items():
+        value = cookie(cookie_name)
+        if value and len(value) <= 256 and _FBCLID_RE.fullmatch(value):
+            ids[key] = value
 
     start, number = _session(cookie(SESSION_COOKIE), now_s, fresh_client)
     ids["ga_session_id"] = str(start)
