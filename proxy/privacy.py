@@ -576,3 +576,183 @@ def google_user_data(user: UserData, default_region: str | None) -> dict[str, An
     if address:
         out["address"] = [address]
     return out
+
+
+# --------------------------------------------------------------------------
+# TikTok Events API (user.email, user.phone, user.external_id)
+
+
+def _tiktok_email(value: str) -> str | None:
+    # TikTok: trim and lowercase before SHA-256 (TikTok's own server GTM
+    # template, tiktok/gtm-template-eapi). We also refuse what is not an
+    # address, as for Meta.
+    email = _trim(value).lower()
+    return email if _EMAIL_RE.fullmatch(email) else None
+
+
+def _tiktok_external_id(value: str) -> str | None:
+    # TikTok's template trims the ID and keeps its case: "ABC" and "abc" are
+    # different customers in the site's own database.
+    ext = _trim(value)
+    return ext or None
+
+
+def tiktok_user(user: UserData, default_region: str | None) -> dict[str, str]:
+    """Hashed TikTok ``user`` keys (``email``, ``phone``, ``external_id``), strings.
+
+    The phone is hashed in E.164 form *with* the leading ``+``
+    (``+1 213-373-4253`` -> ``+12133734253``), unlike Meta and Snap, which
+    hash the digits alone. Numbers written without ``+``/``00`` are placed in
+    ``default_region`` (ISO 3166-1 alpha-2); without one they are left out.
+    Already-hashed values pass through lowercased; rejected values are left out.
+    """
+    out: dict[str, str] = {}
+    pairs: tuple[tuple[str, Any, Callable[[str], str | None]], ...] = (
+        ("email", user.email, _tiktok_email),
+        ("phone", user.phone, lambda v: _google_phone(_zeros_to_plus(v), default_region)),
+        ("external_id", user.external_id, _tiktok_external_id),
+    )
+    for key, raw, normalize in pairs:
+        hashed = _google_hash(raw, normalize)
+        if hashed:
+            out[key] = hashed
+    return out
+
+
+def _zeros_to_plus(value: str) -> str:
+    # "0044 20 ..." is the international prefix written out: the same as "+44".
+    text = _trim(value)
+    return "+" + text[2:] if text.startswith("00") else text
+
+
+# --------------------------------------------------------------------------
+# Snapchat Conversions API v3 user_data
+
+#: Fields :func:`normalize_snap` knows. ``ip`` and ``soundex`` serve only
+#: Snap's legacy v2 API (``hashed_ip_address``, ``*_soundex``) and are kept so
+#: that every case of Snap's SDK test vectors is covered.
+SNAP_FIELDS = frozenset(
+    {"em", "ph", "fn", "ln", "external_id", "ip", "generic_string", "soundex"}
+)
+
+_SOUNDEX_CODES = {
+    **dict.fromkeys("bfpv", "1"),
+    **dict.fromkeys("cgjkqsxz", "2"),
+    **dict.fromkeys("dt", "3"),
+    "l": "4",
+    **dict.fromkeys("mn", "5"),
+    "r": "6",
+}
+
+
+def _snap_generic(value: str) -> str | None:
+    # Snap's SDKs (Python capi_utils, Go capi_hash): trim and lowercase.
+    text = _trim(value).lower()
+    return text or None
+
+
+def _snap_email(value: str) -> str | None:
+    email = _trim(value).lower()
+    return email if _EMAIL_RE.fullmatch(email) else None
+
+
+def _snap_phone(value: str, default_region: str | None) -> str | None:
+    # Snap's docs: country code included, no "00" before it, no national
+    # leading 0, digits only ("+44 844 412 4653" -> "448444124653"). Snap's
+    # SDKs assume country code 1 for numbers without "+"/"00"; the adapter's
+    # default_region is "US" by default for that reason. The SDKs need a
+    # separator after the country code ("+44-447..."); libphonenumber knows
+    # the country codes, so "+447..." is read right too.
+    e164 = _google_phone(_zeros_to_plus(value), default_region)
+    return e164[1:] if e164 else None
+
+
+def _snap_name(value: str) -> str | None:
+    # Snap's docs: lower case letters only, punctuation removed, non-ASCII
+    # letters kept as UTF-8 ("Raphaël" -> "raphaël"). NFC first, so a
+    # decomposed "e" + U+0308 hashes like the composed letter.
+    text = unicodedata.normalize("NFC", value.lower())
+    name = "".join(ch for ch in text if unicodedata.category(ch)[0] in "LM")
+    return name or None
+
+
+def _soundex(value: str) -> str | None:
+    # American Soundex of the trimmed, lowercased value, as Snap's SDKs
+    # compute it for the legacy v2 *_soundex fields.
+    letters = [ch for ch in _trim(value).lower() if "a" <= ch <= "z"]
+    if not letters:
+        return None
+    code = letters[0].upper()
+    last = _SOUNDEX_CODES.get(letters[0], "")
+    for ch in letters[1:]:
+        digit = _SOUNDEX_CODES.get(ch, "")
+        if digit and digit != last:
+            code += digit
+        if ch not in "hw":
+            last = digit
+        if len(code) == 4:
+            break
+    return code.ljust(4, "0")
+
+
+def normalize_snap(field: str, value: Any, *, default_region: str | None = "US") -> str | None:
+    """The value Snap expects before hashing for ``user_data[field]``, or None.
+
+    ``default_region`` places phone numbers written without ``+``/``00``
+    (Snap's SDKs assume the US). A SHA-256 digest comes back trimmed.
+
+    Raises:
+        ValueError: ``field`` is not one of :data:`SNAP_FIELDS`.
+    """
+    if field not in SNAP_FIELDS:
+        raise ValueError(
+            f"Snap user_data field {field!r}: not normalised here (known: {', '.join(sorted(SNAP_FIELDS))})"
+        )
+    if not isinstance(value, str) or len(value) > MAX_VALUE_CHARS:
+        return None
+    if field != "soundex" and is_hashed(value):
+        return _trim(value)
+    if field == "em":
+        return _snap_email(value)
+    if field == "ph":
+        return _snap_phone(value, default_region)
+    if field in ("fn", "ln"):
+        return _snap_name(value)
+    if field == "soundex":
+        return _soundex(value)
+    return _snap_generic(value)
+
+
+def hash_snap(field: str, value: Any, *, default_region: str | None = "US") -> str | None:
+    """SHA-256 hex of :func:`normalize_snap`'s result; digests pass through lowercased."""
+    normalized = normalize_snap(field, value, default_region=default_region)
+    if normalized is None:
+        return None
+    if is_hashed(normalized):
+        return normalized.lower()
+    return sha256_hex(normalized)
+
+
+_SNAP_USER_KEYS = (
+    ("email", "em"),
+    ("phone", "ph"),
+    ("first_name", "fn"),
+    ("last_name", "ln"),
+    ("external_id", "external_id"),
+)
+
+
+def snap_user_data(user: UserData, default_region: str | None = "US") -> dict[str, list[str]]:
+    """Hashed Snap ``user_data`` keys (``em``, ``ph``, ``fn``, ``ln``, ``external_id``), as lists."""
+    out: dict[str, list[str]] = {}
+    for attr, key in _SNAP_USER_KEYS:
+        raw = getattr(user, attr)
+        if raw is None:
+            continue
+        hashed = hash_snap(key, raw, default_region=default_region)
+        if hashed is not None:
+            out[key] = [hashed]
+    return out
+
+
+__all__ += ["SNAP_FIELDS", "hash_snap", "normalize_snap", "snap_user_data", "tiktok_user"]
