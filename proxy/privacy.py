@@ -609,7 +609,11 @@ def tiktok_user(user: UserData, default_region: str | None) -> dict[str, str]:
     out: dict[str, str] = {}
     pairs: tuple[tuple[str, Any, Callable[[str], str | None]], ...] = (
         ("email", user.email, _tiktok_email),
-        ("phone", user.phone, lambda v: _google_phone(_zeros_to_plus(v), default_region)),
+        (
+            "phone",
+            user.phone,
+            lambda v: _google_phone(_zeros_to_plus(v), default_region),
+        ),
         ("external_id", user.external_id, _tiktok_external_id),
     )
     for key, raw, normalize in pairs:
@@ -695,7 +699,9 @@ def _soundex(value: str) -> str | None:
     return code.ljust(4, "0")
 
 
-def normalize_snap(field: str, value: Any, *, default_region: str | None = "US") -> str | None:
+def normalize_snap(
+    field: str, value: Any, *, default_region: str | None = "US"
+) -> str | None:
     """The value Snap expects before hashing for ``user_data[field]``, or None.
 
     ``default_region`` places phone numbers written without ``+``/``00``
@@ -723,7 +729,9 @@ def normalize_snap(field: str, value: Any, *, default_region: str | None = "US")
     return _snap_generic(value)
 
 
-def hash_snap(field: str, value: Any, *, default_region: str | None = "US") -> str | None:
+def hash_snap(
+    field: str, value: Any, *, default_region: str | None = "US"
+) -> str | None:
     """SHA-256 hex of :func:`normalize_snap`'s result; digests pass through lowercased."""
     normalized = normalize_snap(field, value, default_region=default_region)
     if normalized is None:
@@ -742,7 +750,9 @@ _SNAP_USER_KEYS = (
 )
 
 
-def snap_user_data(user: UserData, default_region: str | None = "US") -> dict[str, list[str]]:
+def snap_user_data(
+    user: UserData, default_region: str | None = "US"
+) -> dict[str, list[str]]:
     """Hashed Snap ``user_data`` keys (``em``, ``ph``, ``fn``, ``ln``, ``external_id``), as lists."""
     out: dict[str, list[str]] = {}
     for attr, key in _SNAP_USER_KEYS:
@@ -755,4 +765,10 @@ def snap_user_data(user: UserData, default_region: str | None = "US") -> dict[st
     return out
 
 
-__all__ += ["SNAP_FIELDS", "hash_snap", "normalize_snap", "snap_user_data", "tiktok_user"]
+__all__ += [
+    "SNAP_FIELDS",
+    "hash_snap",
+    "normalize_snap",
+    "snap_user_data",
+    "tiktok_user",
+]
