@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,10 +13,10 @@ import orjson
 from aiohttp import web
 
 from .collect import Hit, HitError, hit_from_query, parse_hit
-from .delivery import Delivery
+from .delivery import Delivery, Outbox, OutboxError, OutboxFull, RetryPolicy
 from .enrich import Enricher
 from .model import Context, Event
-from .pipeline import dispatch
+from .pipeline import plan_rows
 from .rules import RuleSet
 from .settings import Settings
 
@@ -67,10 +68,18 @@ def make_app(settings: Settings, rules: RuleSet) -> web.Application:
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     app[ENRICHER] = Enricher(settings)
+    outbox = Outbox(
+        settings.outbox_file,
+        max_rows=settings.outbox_max_rows,
+        ledger_retention_secs=settings.ledger_retention_secs,
+    )
+    await outbox.open()
     delivery = Delivery(
         {name: d.adapter for name, d in app[RULES].destinations.items()},
+        outbox,
         timeout_secs=settings.delivery_timeout_secs,
         concurrency=settings.delivery_concurrency,
+        policy=RetryPolicy(cap_secs=settings.retry_cap_secs, max_attempts=settings.retry_max_attempts),
     )
     await delivery.start()
     app[DELIVERY] = delivery
@@ -85,6 +94,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await delivery.stop()
+        await outbox.close()
         await app[RULES].close()
         app[ENRICHER].close()
 
@@ -139,7 +149,23 @@ async def _collect(request: web.Request) -> web.Response:
     ctx.screen = hit.screen
     ctx.language = hit.language or request.headers.get("Accept-Language", "").split(",")[0].strip()[:35]
     events = _events(hit, ctx)
-    dispatch(request.app[RULES], request.app[DELIVERY], events)
+    rows, ledger = plan_rows(request.app[RULES], events, time.time())
+    try:
+        await request.app[DELIVERY].accept(rows, ledger)
+    except OutboxFull as exc:
+        log.error("hit refused: %s", exc)
+        return web.json_response(
+            {"error": "tagrelay cannot store events right now (outbox full); try again later"},
+            status=503,
+            headers={**_NO_STORE, "Retry-After": "60"},
+        )
+    except OutboxError as exc:
+        log.error("hit refused: %s", exc)
+        return web.json_response(
+            {"error": "tagrelay cannot store events right now; try again later"},
+            status=503,
+            headers={**_NO_STORE, "Retry-After": "60"},
+        )
 
     response = web.Response(status=204, headers=_NO_STORE)
     for c in cookies:

@@ -10,13 +10,13 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from .delivery import Delivery, Job
+from .delivery import LedgerRow, QueuedRow
 from .mapping import MappingError
 from .model import Event, event_view
 from .rules import Destination, Route, RuleSet, Skip
 from .vendors.base import RenderError
 
-__all__ = ["Planned", "route", "dispatch"]
+__all__ = ["Planned", "plan_rows", "route"]
 
 log = logging.getLogger("proxy.pipeline")
 
@@ -48,19 +48,26 @@ def route(rules: RuleSet, event: Event) -> tuple[list[Planned], list[Skip]]:
     return planned, skips
 
 
-def dispatch(rules: RuleSet, delivery: Delivery, events: list[Event]) -> int:
-    """Route every event and queue its payloads; returns how many jobs were queued."""
-    queued = 0
+def plan_rows(rules: RuleSet, events: list[Event], now: float) -> tuple[list[QueuedRow], list[LedgerRow]]:
+    """Route every event: the outbox rows to queue and the ledger entries that say why."""
+    rows: list[QueuedRow] = []
+    ledger: list[LedgerRow] = []
     for event in events:
         planned, skips = route(rules, event)
         for p in planned:
+            dest = p.destination.name
             if p.payload is None:
-                # A rule-based or vendor-shape drop is an outcome, not an error
-                # of the hit. TODO(issue 3): record it in the ledger.
-                log.debug("event %s not sent to %s: %s", event.id, p.destination.name, p.error)
+                # A vendor-shape or template problem drops this event for this
+                # destination only; it is an outcome, recorded, not an error of the hit.
+                log.debug("event %s not sent to %s: %s", event.id, dest, p.error)
+                ledger.append(LedgerRow(event.id, now, dest, "dropped", p.error))
                 continue
-            delivery.put(Job(p.destination.name, p.payload, event.id, event.time))
-            queued += 1
+            key = p.destination.adapter.batch_key(p.payload)
+            rows.append(QueuedRow(dest, event.id, event.time, key, p.payload))
+            ledger.append(LedgerRow(event.id, now, dest, "queued", f"route {p.route.name!r}"))
         for skip in skips:
             log.debug("event %s skipped for %s: %s", event.id, skip.destination, skip.reason)
-    return queued
+            ledger.append(LedgerRow(event.id, now, skip.destination, "skipped", skip.reason))
+        if not planned and not skips:
+            ledger.append(LedgerRow(event.id, now, "", "unrouted", "no route matches"))
+    return rows, ledger

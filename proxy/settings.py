@@ -54,6 +54,19 @@ class Settings:
     # Outbound delivery.
     delivery_timeout_secs: float = 10.0
     delivery_concurrency: int = 4
+    # Where the outbox, dead letters and ledger live (SQLite, WAL mode).
+    data_dir: Path = Path("var")
+    outbox_path: Path | None = None  # default: <data_dir>/outbox.sqlite3
+    outbox_max_rows: int = 1_000_000
+    ledger_retention_secs: int = 7 * 24 * 3600
+    retry_max_attempts: int = 30
+    retry_cap_secs: float = 600.0
+    # Processes sharing the port (SO_REUSEPORT); 0 means one per CPU.
+    workers: int = 1
+
+    @property
+    def outbox_file(self) -> Path:
+        return self.outbox_path or self.data_dir / "outbox.sqlite3"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
@@ -65,7 +78,7 @@ class Settings:
             if raw is not None:
                 values[f.name] = _parse(f.name, raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
-        for name in ("rules_dir", "static_dir", "geo_db"):
+        for name in ("rules_dir", "static_dir", "geo_db", "data_dir", "outbox_path"):
             if isinstance(values.get(name), str):
                 values[name] = Path(values[name]) if values[name] else None
         if isinstance(values.get("trusted_proxies"), (list, tuple)):
@@ -83,6 +96,10 @@ class Settings:
             raise SettingsError("script_path and collect_path must differ")
         if not 0 < self.port < 65536:
             raise SettingsError(f"port {self.port}: must be 1-65535")
+        if self.outbox_max_rows < 1:
+            raise SettingsError(f"outbox_max_rows {self.outbox_max_rows}: must be at least 1")
+        if self.workers < 0:
+            raise SettingsError(f"workers {self.workers}: must be 0 (one per CPU) or more")
         if self.geo_db is not None and not self.geo_db.is_file():
             raise SettingsError(f"geo_db {str(self.geo_db)!r}: no such file (a MaxMind DB: GeoLite2-City or DB-IP Lite)")
 

@@ -31,7 +31,7 @@ async def test_no_request_of_the_demo_page_is_blocked(aiohttp_server, tmp_path):
         f'[destinations.log]\ntype = "file"\npath = "{tmp_path}/e.jsonl"\n[[routes]]\nto = ["log"]\n'
     )
     # Plain http on a non-local name: Secure cookies would be refused, and are not the point here.
-    settings = Settings(rules_dir=rules, demo=True, cookie_secure=False)
+    settings = Settings(rules_dir=rules, demo=True, cookie_secure=False, data_dir=tmp_path)
     server = await aiohttp_server(make_app(settings, load_rules(rules, env={})))
     origin = f"http://{HOST}:{server.port}"
     seen: list[tuple[str, str]] = []

@@ -28,7 +28,7 @@ def rules_dir(tmp_path: Path, extra: str = "", to: str = '"log"') -> Path:
 
 @pytest.fixture
 async def client(aiohttp_client, tmp_path):
-    settings = Settings(rules_dir=rules_dir(tmp_path))
+    settings = Settings(rules_dir=rules_dir(tmp_path), data_dir=tmp_path)
     app = make_app(settings, load_rules(settings.rules_dir, env={}))
     return await aiohttp_client(app)
 
@@ -133,7 +133,7 @@ async def test_answer_does_not_wait_for_a_vendor(aiohttp_client, aiohttp_server,
     vendor.router.add_post("/hook", stuck)
     server = await aiohttp_server(vendor)
     extra = f'[destinations.hook]\ntype = "webhook"\nurl = "http://127.0.0.1:{server.port}/hook"\n'
-    settings = Settings(rules_dir=rules_dir(tmp_path, extra, to='"hook"'))
+    settings = Settings(rules_dir=rules_dir(tmp_path, extra, to='"hook"'), data_dir=tmp_path)
     client = await aiohttp_client(make_app(settings, load_rules(settings.rules_dir, env={})))
     first = await client.post("/e", data=orjson.dumps(HIT))
     await asyncio.wait_for(arrived.wait(), 5)

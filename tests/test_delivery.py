@@ -1,16 +1,14 @@
-"""Delivery lanes: batching, retries, dead letters, against a local vendor stand-in."""
+"""Delivery lanes over the durable outbox: batching, retries, breaker, dead letters."""
 
 from __future__ import annotations
 
 import time
-
-import pytest
-
 from collections import deque
 
+import pytest
 from aiohttp import web
 
-from proxy.delivery import Delivery, Job, RetryPolicy
+from proxy.delivery import Breaker, Delivery, Outbox, QueuedRow, RetryPolicy, Row
 from proxy.delivery.sender import _chunks
 from proxy.vendors.webhook import Webhook
 from tests.standins import Canned
@@ -18,86 +16,127 @@ from tests.standins import Canned
 FAST = RetryPolicy(base_secs=0.01, cap_secs=0.05, max_attempts=4)
 
 
-async def hook_server(aiohttp_server, answers: list[Canned] | None = None):
-    """A generic webhook receiver that answers from a script, then 200."""
+class Hook:
+    """A webhook receiver that answers from a script of canned answers, then 200."""
 
-    class State:
-        requests: list[bytes] = []
-        script = deque(answers or [])
+    def __init__(self, answers: list[Canned] | None = None) -> None:
+        self.bodies: list[bytes] = []
+        self.script = deque(answers or [])
 
-    state = State()
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.bodies.append(await request.read())
+        return self.script.popleft().response() if self.script else web.Response(status=200)
 
-    async def handle(request: web.Request) -> web.StreamResponse:
-        state.requests.append(await request.read())
-        return state.script.popleft().response() if state.script else web.Response(status=200)
 
+async def hook_server(aiohttp_server, answers: list[Canned] | None = None) -> tuple[Hook, str]:
+    hook = Hook(answers)
     app = web.Application()
-    app.router.add_post("/hook", handle)
+    app.router.add_post("/hook", hook.handle)
     server = await aiohttp_server(app)
-    return state, f"http://127.0.0.1:{server.port}/hook"
+    return hook, f"http://127.0.0.1:{server.port}/hook"
 
 
-def job(i: int, dest: str = "hook") -> Job:
-    return Job(dest, {"n": i}, f"e{i}", time.time())
+def row(i: int, payload: dict | None = None) -> QueuedRow:
+    return QueuedRow("hook", f"e{i}", time.time(), "", payload if payload is not None else {"n": i})
 
 
-async def run(adapter, jobs, policy=FAST) -> Delivery:
-    d = Delivery({"hook": adapter}, policy=policy, timeout_secs=2)
+async def run(tmp_path, adapter, rows, policy=FAST, breaker=None) -> Delivery:
+    outbox = Outbox(tmp_path / "outbox.sqlite3")
+    await outbox.open()
+    d = Delivery({"hook": adapter}, outbox, policy=policy, timeout_secs=2, poll_secs=0.02, breaker=breaker)
     await d.start()
-    for j in jobs:
-        d.put(j)
-    assert await d.wait_idle(10)
+    await d.accept(rows)
+    assert await d.wait_idle(15)
     await d.stop()
     return d
 
 
-async def test_batches_up_to_the_adapter_limit(aiohttp_server):
-    """Seven queued events with batch = 3 go out as requests of at most 3."""
-    state, url = await hook_server(aiohttp_server)
-    d = await run(Webhook("hook", {"url": url, "batch": 3}), [job(i) for i in range(7)])
+async def test_batches_up_to_the_adapter_limit(aiohttp_server, tmp_path):
+    """Seven queued events with batch = 3 go out as requests of at most 3, all delivered."""
+    hook, url = await hook_server(aiohttp_server)
+    d = await run(tmp_path, Webhook("hook", {"url": url, "batch": 3}), [row(i) for i in range(7)])
     assert d.counters["hook"].events_sent == 7
-    assert all(body.count(b'"n"') <= 3 for body in state.requests)
+    assert all(body.count(b'"n"') <= 3 for body in hook.bodies)
 
 
-async def test_retryable_answers_are_retried_until_ok(aiohttp_server):
+async def test_retryable_answers_are_retried_until_ok(aiohttp_server, tmp_path):
     """503 then 429 then 200: the event is sent, retried twice, nothing dead."""
-    state, url = await hook_server(aiohttp_server, [Canned(503), Canned(429, {"Retry-After": "0"})])
-    d = await run(Webhook("hook", {"url": url}), [job(1)])
+    hook, url = await hook_server(aiohttp_server, [Canned(503), Canned(429, {"Retry-After": "0"})])
+    d = await run(tmp_path, Webhook("hook", {"url": url}), [row(1)])
     c = d.counters["hook"]
-    assert (c.events_sent, c.retried, c.dead, len(state.requests)) == (1, 2, 0, 3)
+    assert (c.events_sent, c.events_retried, c.events_dead, len(hook.bodies)) == (1, 2, 0, 3)
 
 
-async def test_final_answer_makes_a_dead_letter_with_the_vendor_answer(aiohttp_server):
+async def test_final_answer_makes_a_dead_letter_with_the_vendor_answer(aiohttp_server, tmp_path):
     """A 400 is not retried; the dead letter keeps the vendor's answer."""
-    state, url = await hook_server(aiohttp_server, [Canned(400, body={"error": "bad field"})])
-    d = await run(Webhook("hook", {"url": url}), [job(1)])
-    (dead,) = d.dead_letters
-    assert (dead.event_id, dead.reason, len(state.requests)) == ("e1", "http 400", 1)
-    assert "bad field" in dead.answer
+    hook, url = await hook_server(aiohttp_server, [Canned(400, body={"error": "bad field"})])
+    d = await run(tmp_path, Webhook("hook", {"url": url}), [row(1)])
+    outbox = Outbox(tmp_path / "outbox.sqlite3")
+    await outbox.open()
+    (dead,) = await outbox.dead_letters()
+    await outbox.close()
+    assert (dead.event_id, dead.reason, len(hook.bodies)) == ("e1", "http 400", 1)
+    assert "bad field" in dead.answer and d.counters["hook"].events_dead == 1
 
 
-async def test_gives_up_after_max_attempts(aiohttp_server):
+async def test_a_batch_refused_whole_is_split_so_good_events_still_go(aiohttp_server, tmp_path):
+    """The vendor refuses a batch of 3 for one bad event: the other two are delivered alone."""
+
+    async def picky(request: web.Request) -> web.Response:
+        body = await request.json()
+        events = body if isinstance(body, list) else [body]
+        return web.Response(status=400 if any(e.get("bad") for e in events) else 200)
+
+    app = web.Application()
+    app.router.add_post("/hook", picky)
+    server = await aiohttp_server(app)
+    rows = [row(1), row(2, {"bad": True}), row(3)]
+    d = await run(tmp_path, Webhook("hook", {"url": f"http://127.0.0.1:{server.port}/hook", "batch": 3}), rows)
+    c = d.counters["hook"]
+    assert (c.events_sent, c.events_dead) == (2, 1)
+
+
+async def test_gives_up_after_max_attempts(aiohttp_server, tmp_path):
     """A vendor that keeps failing makes the event dead after max_attempts."""
-    state, url = await hook_server(aiohttp_server, [Canned(500)] * 10)
-    d = await run(Webhook("hook", {"url": url}), [job(1)])
-    assert len(state.requests) == FAST.max_attempts and d.counters["hook"].dead == 1
+    hook, url = await hook_server(aiohttp_server, [Canned(500)] * 10)
+    d = await run(tmp_path, Webhook("hook", {"url": url}), [row(1)], breaker=Breaker(threshold=100))
+    assert len(hook.bodies) == FAST.max_attempts and d.counters["hook"].events_dead == 1
 
 
-async def test_unreachable_vendor_is_retried_as_connection_error(unused_tcp_port):
+async def test_unreachable_vendor_is_retried_as_connection_error(tmp_path, unused_tcp_port):
     """Nobody listening: a connection error, retried, then dead with that reason."""
-    d = await run(Webhook("hook", {"url": f"http://127.0.0.1:{unused_tcp_port}/x"}), [job(1)])
-    assert d.dead_letters[0].reason.startswith("connection:")
+    await run(tmp_path, Webhook("hook", {"url": f"http://127.0.0.1:{unused_tcp_port}/x"}), [row(1)],
+              breaker=Breaker(threshold=100))
+    outbox = Outbox(tmp_path / "outbox.sqlite3")
+    await outbox.open()
+    (dead,) = await outbox.dead_letters()
+    await outbox.close()
+    assert dead.reason.startswith("connection:")
+
+
+def test_breaker_opens_after_threshold_and_doubles_its_cool_down():
+    """Five failures open it for base seconds; failing the probe doubles the pause."""
+    b = Breaker(threshold=5, base_secs=5, cap_secs=300)
+    assert [b.failure(100.0) for _ in range(5)] == [False, False, False, False, True]
+    assert b.blocked(100.0) == 5 and b.probing
+    assert b.failure(106.0) and b.blocked(106.0) == 10
+    b.success()
+    assert b.blocked(106.0) == 0 and not b.probing
+
+
+def rows_for_chunks(n: int, payload: dict) -> list[Row]:
+    return [Row(i, "d", str(i), 0.0, "", payload, 0) for i in range(n)]
 
 
 def test_chunks_respect_the_byte_budget():
     """Payloads are split so each request stays under the vendor's body limit."""
-    jobs = [Job("d", {"x": "a" * 100}, str(i), 0) for i in range(10)]
-    chunks = _chunks(jobs, 25, 500)
+    chunks = _chunks(rows_for_chunks(10, {"x": "a" * 100}), 25, 500)
     assert sum(map(len, chunks)) == 10 and all(len(c) <= 4 for c in chunks)
 
 
 @pytest.mark.parametrize("most", [1, 3, 25])
 def test_chunks_without_byte_limit_split_by_count(most):
     """Without a byte limit, chunks are cut by count only."""
-    jobs = [Job("d", {}, str(i), 0) for i in range(7)]
-    assert [len(c) for c in _chunks(jobs, most, None)] == [min(most, 7 - i) for i in range(0, 7, most)]
+    assert [len(c) for c in _chunks(rows_for_chunks(7, {}), most, None)] == [
+        min(most, 7 - i) for i in range(0, 7, most)
+    ]

@@ -91,6 +91,7 @@ to = ["meta", "ga4"]
     )
     settings = Settings(
         rules_dir=rules,
+        data_dir=tmp_path,
         demo=True,
         trusted_proxies=Settings.from_env({"TAGRELAY_TRUSTED_PROXIES": "127.0.0.1/32"}).trusted_proxies,
         geo_db=DATA / "geo" / "GeoLite2-City-Test.mmdb",

@@ -1,15 +1,26 @@
-"""Delivery: queue rendered payloads per destination and send them in batches.
+"""Delivery: the durable outbox, the per-destination workers, and the retry policy.
 
-:class:`Delivery` owns one worker task per destination. Each worker takes what
-is queued, groups it by the adapter's ``batch_key`` into requests of at most
-``batch_size`` payloads, sends them over one pooled HTTP session with a
-bounded number in flight, and retries what the adapter classifies as
-retryable with :class:`~proxy.delivery.retry.RetryPolicy`.
+:class:`Delivery` accepts rendered payloads into the :class:`Outbox` (SQLite,
+committed before a hit is answered) and runs one worker lane per
+destination that batches, sends, retries and buries what a vendor refuses.
 """
 
 from __future__ import annotations
 
+from .outbox import DeadRow, LedgerRow, Outbox, OutboxError, OutboxFull, QueuedRow, Row
 from .retry import RetryPolicy
-from .sender import Delivery, Job
+from .sender import Breaker, Counters, Delivery
 
-__all__ = ["Delivery", "Job", "RetryPolicy"]
+__all__ = [
+    "Breaker",
+    "Counters",
+    "DeadRow",
+    "Delivery",
+    "LedgerRow",
+    "Outbox",
+    "OutboxError",
+    "OutboxFull",
+    "QueuedRow",
+    "RetryPolicy",
+    "Row",
+]

@@ -1,4 +1,15 @@
-"""Per-destination queues and workers that send batches to vendors."""
+"""Per-destination workers that send what the outbox holds.
+
+Each destination has one lane: a task that claims due rows from the outbox,
+groups them by the adapter's ``batch_key`` into requests of at most
+``batch_size`` payloads (and ``max_batch_bytes``), and sends them with at most
+``concurrency`` requests in flight, over one pooled HTTP session. The
+adapter classifies each answer; :class:`~proxy.delivery.retry.RetryPolicy`
+says when to try again; a :class:`Breaker` stops a failing vendor from
+soaking up attempts while it is down. A batch the vendor refuses as a whole
+is split and each event sent alone, so one bad event does not bury the good
+ones beside it.
+"""
 
 from __future__ import annotations
 
@@ -7,199 +18,289 @@ import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import aiohttp
 import orjson
 
 from ..vendors.base import Adapter, Answer, Outcome, Verdict
+from .outbox import LedgerRow, Outbox, OutboxError, QueuedRow, Row
 from .retry import RetryPolicy
 
-__all__ = ["Delivery", "Job", "DeadLetter"]
+__all__ = ["Breaker", "Counters", "Delivery"]
 
 log = logging.getLogger("proxy.delivery")
 
 _MAX_ANSWER_BYTES = 64 * 1024
 _LOG_ANSWER_CHARS = 300
+# Delivery latency buckets (seconds from acceptance to the vendor's ok).
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
 
 
 @dataclass(slots=True)
-class Job:
-    destination: str
-    payload: dict[str, Any]
-    event_id: str
-    event_time: float
-    attempts: int = 0
-
-
-@dataclass(slots=True, frozen=True)
-class DeadLetter:
-    destination: str
-    event_id: str
-    reason: str
-    answer: str  # the vendor's answer, truncated, secrets removed
-
-
-@dataclass(slots=True)
-class _Counters:
+class Counters:
     events_sent: int = 0
+    events_retried: int = 0
+    events_dead: int = 0
     requests: int = 0
-    retried: int = 0
-    dead: int = 0
+    latency_buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
+    latency_sum: float = 0.0
+
+    def observe(self, secs: float, n: int) -> None:
+        for i, bound in enumerate(LATENCY_BUCKETS):
+            if secs <= bound:
+                self.latency_buckets[i] += n
+                break
+        else:
+            self.latency_buckets[-1] += n
+        self.latency_sum += secs * n
+
+
+@dataclass(slots=True)
+class Breaker:
+    """Opens after ``threshold`` failed requests in a row; probes with one event after a cool-down.
+
+    While open, a destination's events wait in the outbox without using up
+    attempts, and the other destinations are not slowed.
+    """
+
+    threshold: int = 5
+    base_secs: float = 5.0
+    cap_secs: float = 300.0
+    failures: int = 0
+    opened: int = 0  # how many times in a row it opened; doubles the cool-down
+    open_until: float = 0.0
+
+    def blocked(self, now: float) -> float:
+        """Seconds to wait before sending again (0: go ahead)."""
+        return max(0.0, self.open_until - now)
+
+    @property
+    def probing(self) -> bool:
+        return self.opened > 0 and self.failures >= self.threshold
+
+    def success(self) -> None:
+        self.failures = 0
+        self.opened = 0
+        self.open_until = 0.0
+
+    def failure(self, now: float) -> bool:
+        """Count a failed request; True when this opened the breaker."""
+        self.failures += 1
+        if self.failures < self.threshold:
+            return False
+        cool = min(self.cap_secs, self.base_secs * (2**self.opened))
+        self.opened += 1
+        self.open_until = now + cool
+        return True
 
 
 @dataclass(slots=True)
 class _Lane:
+    name: str
     adapter: Adapter
-    queue: asyncio.Queue[Job] = field(default_factory=asyncio.Queue)
-    pending: int = 0  # queued, in flight, or waiting to retry
-    idle: asyncio.Event = field(default_factory=asyncio.Event)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    breaker: Breaker = field(default_factory=Breaker)
     task: asyncio.Task[None] | None = None
 
 
 class Delivery:
-    """Accepts jobs and delivers them; :meth:`stop` drains what it can.
-
-    # TODO(issue 3): jobs live in memory only; a restart loses what is queued.
-    # The durable SQLite outbox replaces the queues behind the same put().
-    """
+    """Accepts payloads into the outbox and delivers them from it."""
 
     def __init__(
         self,
         adapters: dict[str, Adapter],
+        outbox: Outbox,
         *,
         timeout_secs: float = 10.0,
         concurrency: int = 4,
         policy: RetryPolicy | None = None,
+        poll_secs: float = 0.5,
+        breaker: Breaker | None = None,
     ) -> None:
-        self._lanes = {name: _Lane(adapter) for name, adapter in adapters.items()}
-        for lane in self._lanes.values():
-            lane.idle.set()
+        template = breaker or Breaker()
+        self._lanes = {
+            name: _Lane(name, a, breaker=Breaker(template.threshold, template.base_secs, template.cap_secs))
+            for name, a in adapters.items()
+        }
+        self.outbox = outbox
         self._timeout = aiohttp.ClientTimeout(total=timeout_secs)
         self._concurrency = concurrency
         self._policy = policy or RetryPolicy()
+        self._poll = poll_secs
         self._session: aiohttp.ClientSession | None = None
         self._inflight: set[asyncio.Task[None]] = set()
-        self._timers: set[asyncio.TimerHandle] = set()
-        self.counters: dict[str, _Counters] = defaultdict(_Counters)
-        self.dead_letters: list[DeadLetter] = []
         self._stopping = False
+        self.counters: dict[str, Counters] = defaultdict(Counters)
+
+    @property
+    def destinations(self) -> list[str]:
+        return list(self._lanes)
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=100, limit_per_host=self._concurrency, ttl_dns_cache=300)
         self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
-        for name, lane in self._lanes.items():
-            lane.task = asyncio.create_task(self._work(name, lane), name=f"delivery:{name}")
+        for lane in self._lanes.values():
+            lane.task = asyncio.create_task(self._work(lane), name=f"delivery:{lane.name}")
 
-    def put(self, job: Job) -> None:
-        lane = self._lanes[job.destination]
-        lane.pending += 1
-        lane.idle.clear()
-        lane.queue.put_nowait(job)
+    async def accept(self, rows: Sequence[QueuedRow], ledger: Sequence[LedgerRow] = ()) -> None:
+        """Make ``rows`` durable, then wake their lanes. Raises OutboxFull/OutboxError."""
+        await self.outbox.put(rows, ledger)
+        for name in {r.destination for r in rows}:
+            lane = self._lanes.get(name)
+            if lane is not None:
+                lane.wake.set()
 
-    def pending(self) -> dict[str, int]:
-        return {name: lane.pending for name, lane in self._lanes.items()}
+    def breaker_open(self) -> dict[str, float]:
+        now = time.time()
+        return {name: lane.breaker.blocked(now) for name, lane in self._lanes.items()}
 
-    async def wait_idle(self, timeout: float | None = None) -> bool:
-        """Wait until nothing is queued, in flight or waiting to retry."""
-        waits = [lane.idle.wait() for lane in self._lanes.values()]
-        try:
-            await asyncio.wait_for(asyncio.gather(*waits), timeout)
-        except asyncio.TimeoutError:
-            return False
-        return True
+    async def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Wait until the outbox holds nothing due and nothing is in flight (tests, drain)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            depth = await self.outbox.depth()
+            if not self._inflight and not any(n for n, _ in depth.values()):
+                return True
+            await asyncio.sleep(0.02)
+        return False
 
     async def stop(self, drain_secs: float = 10.0) -> None:
-        """Drain for up to ``drain_secs``, then cancel the workers and close the session."""
+        """Stop claiming; let requests in flight finish for up to ``drain_secs``; release the rest.
+
+        Nothing is lost: whatever was not sent stays in the outbox for the
+        next start.
+        """
         self._stopping = True
-        if not await self.wait_idle(drain_secs):
-            left = sum(lane.pending for lane in self._lanes.values())
-            # TODO(issue 3): persisted by the durable outbox instead of lost.
-            log.error("stopping with %d undelivered event(s) still queued: they are lost", left)
-        for handle in self._timers:
-            handle.cancel()
         for lane in self._lanes.values():
-            if lane.task is not None:
-                lane.task.cancel()
-        for task in list(self._inflight):
+            lane.wake.set()
+        if self._inflight:
+            await asyncio.wait(list(self._inflight), timeout=drain_secs)
+        for task in [*self._inflight, *(lane.task for lane in self._lanes.values() if lane.task)]:
             task.cancel()
         await asyncio.gather(
-            *(lane.task for lane in self._lanes.values() if lane.task is not None),
-            *self._inflight,
-            return_exceptions=True,
+            *self._inflight, *(lane.task for lane in self._lanes.values() if lane.task), return_exceptions=True
         )
         if self._session is not None:
             await self._session.close()
+        depth = await self.outbox.depth()
+        left = sum(n for n, _ in depth.values())
+        if left:
+            log.info("stopped with %d event(s) kept in the outbox for the next start", left)
 
-    async def _work(self, name: str, lane: _Lane) -> None:
+    # -- the lane --------------------------------------------------------
+
+    async def _work(self, lane: _Lane) -> None:
         limit = asyncio.Semaphore(self._concurrency)
         adapter = lane.adapter
-        while True:
-            jobs = [await lane.queue.get()]
-            while not lane.queue.empty() and len(jobs) < adapter.batch_size * self._concurrency:
-                jobs.append(lane.queue.get_nowait())
-            groups: dict[str, list[Job]] = defaultdict(list)
-            for job in jobs:
-                groups[adapter.batch_key(job.payload)].append(job)
+        while not self._stopping:
+            now = time.time()
+            wait = lane.breaker.blocked(now)
+            if wait > 0:
+                await self._nap(lane, wait)
+                continue
+            want = 1 if lane.breaker.probing else adapter.batch_size * self._concurrency
+            try:
+                rows = await self.outbox.claim(lane.name, want, now)
+            except OutboxError:
+                rows = []
+            if not rows:
+                await self._nap(lane, self._poll)
+                continue
+            groups: dict[str, list[Row]] = defaultdict(list)
+            for row in rows:
+                groups[row.batch_key].append(row)
             for group in groups.values():
                 for chunk in _chunks(group, adapter.batch_size, adapter.max_batch_bytes):
                     await limit.acquire()
-                    task = asyncio.create_task(self._send(name, lane, chunk), name=f"send:{name}")
+                    if self._stopping:
+                        limit.release()
+                        await self.outbox.release(chunk)
+                        continue
+                    task = asyncio.create_task(self._send(lane, chunk), name=f"send:{lane.name}")
                     self._inflight.add(task)
                     task.add_done_callback(self._inflight.discard)
                     task.add_done_callback(lambda _t: limit.release())
 
-    async def _send(self, name: str, lane: _Lane, jobs: list[Job]) -> None:
+    async def _nap(self, lane: _Lane, secs: float) -> None:
+        lane.wake.clear()
+        try:
+            await asyncio.wait_for(lane.wake.wait(), timeout=secs)
+        except asyncio.TimeoutError:
+            pass
+
+    async def _send(self, lane: _Lane, rows: list[Row]) -> None:
         adapter = lane.adapter
-        payloads = [j.payload for j in jobs]
+        payloads = [r.payload for r in rows]
         answer_text = ""
         try:
             outcome = await adapter.deliver_local(payloads)
             if outcome is None:
                 outcome, answer_text = await self._http(adapter, payloads)
         except asyncio.CancelledError:
+            await asyncio.shield(self.outbox.release(rows))
             raise
         except Exception as exc:  # an adapter bug must not kill the lane
-            log.exception("destination %s: adapter failed on a batch of %d", name, len(jobs))
+            log.exception("destination %s: adapter failed on a batch of %d", lane.name, len(rows))
             outcome = Outcome(Verdict.FINAL, f"adapter error: {type(exc).__name__}")
+        await self._settle(lane, rows, outcome, answer_text)
+
+    async def _settle(self, lane: _Lane, rows: list[Row], outcome: Outcome, answer: str) -> None:
+        name = lane.name
         counters = self.counters[name]
         counters.requests += 1
-        if outcome.verdict is Verdict.OK:
-            counters.events_sent += len(jobs)
-            self._done(lane, len(jobs))
-            return
         now = time.time()
-        retry_now: list[Job] = []
-        for job in jobs:
-            job.attempts += 1
-            if outcome.verdict is Verdict.FINAL:
-                self._dead(name, lane, job, outcome.reason, answer_text)
-                continue
-            delay = self._policy.delay(job.attempts, outcome.retry_after_secs)
-            why = self._policy.gives_up(job.attempts, now - job.event_time, adapter.max_age_secs, delay)
-            if why:
-                self._dead(name, lane, job, f"{outcome.reason}; {why}", answer_text)
-            else:
-                retry_now.append(job)
-        if retry_now:
-            counters.retried += len(retry_now)
-            delay = self._policy.delay(retry_now[0].attempts, outcome.retry_after_secs)
+        if outcome.verdict is Verdict.OK:
+            lane.breaker.success()
+            counters.events_sent += len(rows)
+            for r in rows:
+                counters.observe(now - r.created, 1)
+            await self.outbox.ack(rows, [LedgerRow(r.event_id, now, name, "sent", outcome.reason) for r in rows])
+            return
+        if outcome.verdict is Verdict.FINAL:
+            if len(rows) > 1:
+                # The vendor refused the batch as a whole; find out which
+                # events it objects to by sending each alone.
+                log.warning("destination %s: batch of %d refused (%s); sending each event alone", name, len(rows), outcome.reason)
+                for row in rows:
+                    await self._send(lane, [row])
+                return
+            lane.breaker.success()  # the vendor answered: it is up
+            await self._bury(lane, rows, outcome.reason, answer)
+            return
+        # Retry.
+        if lane.breaker.failure(now):
+            log.warning(
+                "destination %s: %d failed requests in a row; pausing it for %.0fs (other destinations go on)",
+                name, lane.breaker.failures, lane.breaker.blocked(now),
+            )
+        attempts = max(r.attempts for r in rows) + 1
+        delay = self._policy.delay(attempts, outcome.retry_after_secs)
+        keep, give_up = [], []
+        for r in rows:
+            why = self._policy.gives_up(r.attempts + 1, now - r.event_time, lane.adapter.max_age_secs, delay)
+            (give_up if why else keep).append((r, why))
+        if give_up:
+            for r, why in give_up:
+                await self._bury(lane, [r], f"{outcome.reason}; {why}", answer)
+        if keep:
+            counters.events_retried += len(keep)
             log.warning(
                 "destination %s: %d event(s) will be retried in %.1fs (attempt %d): %s %s",
-                name, len(retry_now), delay, retry_now[0].attempts, outcome.reason, answer_text,
+                name, len(keep), delay, attempts, outcome.reason, answer,
             )
-            if self._stopping:
-                delay = min(delay, 0.5)
-            loop = asyncio.get_running_loop()
-            handle: asyncio.TimerHandle
+            ledger = [LedgerRow(r.event_id, now, name, "retry", f"attempt {attempts}: {outcome.reason}") for r, _ in keep]
+            await self.outbox.retry([r for r, _ in keep], now + delay, ledger)
 
-            def requeue() -> None:
-                self._timers.discard(handle)
-                for job in retry_now:
-                    lane.queue.put_nowait(job)
-
-            handle = loop.call_later(delay, requeue)
-            self._timers.add(handle)
+    async def _bury(self, lane: _Lane, rows: list[Row], reason: str, answer: str) -> None:
+        self.counters[lane.name].events_dead += len(rows)
+        log.error(
+            "destination %s: %d event(s) not delivered, kept as dead letters (tagrelay deadletters): %s %s",
+            lane.name, len(rows), reason, answer,
+        )
+        now = time.time()
+        ledger = [LedgerRow(r.event_id, now, lane.name, "dead", f"{reason} {answer}".strip()) for r in rows]
+        await self.outbox.bury(rows, reason, answer, ledger)
 
     async def _http(self, adapter: Adapter, payloads: list[dict[str, Any]]) -> tuple[Outcome, str]:
         assert self._session is not None, "Delivery.start() was not awaited"
@@ -227,39 +328,25 @@ class Delivery:
                     text = text.replace(secret, "***")
         return outcome, text
 
-    def _dead(self, name: str, lane: _Lane, job: Job, reason: str, answer: str) -> None:
-        self.counters[name].dead += 1
-        self.dead_letters.append(DeadLetter(name, job.event_id, reason, answer))
-        # TODO(issue 3): kept in memory only; the dead-letter store makes it replayable.
-        log.error("destination %s: event %s not delivered: %s %s", name, job.event_id, reason, answer)
-        self._done(lane, 1)
 
-    @staticmethod
-    def _done(lane: _Lane, n: int) -> None:
-        lane.pending -= n
-        if lane.pending <= 0:
-            lane.pending = 0
-            lane.idle.set()
-
-
-def _chunks(jobs: list[Job], most: int, max_bytes: int | None) -> list[list[Job]]:
+def _chunks(rows: list[Row], most: int, max_bytes: int | None) -> list[list[Row]]:
     """Split into requests of at most ``most`` payloads and about ``max_bytes`` bytes.
 
     The byte bound leaves 10% for the request envelope; a single payload over
     it still goes alone (the vendor's answer then says what is wrong).
     """
     if max_bytes is None:
-        return [jobs[i : i + most] for i in range(0, len(jobs), most)]
+        return [rows[i : i + most] for i in range(0, len(rows), most)]
     budget = int(max_bytes * 0.9)
-    out: list[list[Job]] = []
-    current: list[Job] = []
+    out: list[list[Row]] = []
+    current: list[Row] = []
     size = 0
-    for job in jobs:
-        n = len(orjson.dumps(job.payload)) + 1
+    for row in rows:
+        n = len(orjson.dumps(row.payload)) + 1
         if current and (len(current) >= most or size + n > budget):
             out.append(current)
             current, size = [], 0
-        current.append(job)
+        current.append(row)
         size += n
     if current:
         out.append(current)

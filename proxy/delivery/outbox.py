@@ -1,0 +1,479 @@
+"""The durable outbox: per-destination queues of rendered payloads on local disk.
+
+One SQLite database (WAL mode) holds three tables:
+
+- ``outbox``: payloads waiting to be sent, with their attempt count, the
+  earliest time of their next attempt, and a lease while a worker sends them;
+- ``dead``: what a vendor refused for good, with the vendor's answer;
+- ``ledger``: what happened to each event (queued, skipped and why, each
+  attempt and its answer), kept for ``ledger_retention_secs``.
+
+A hit is answered only after its rows are committed (:meth:`Outbox.put`).
+Puts that arrive while a commit is running are committed together in the
+next transaction (group commit), so one fsync-free WAL append serves many
+hits. SQLite's ``synchronous=NORMAL`` in WAL mode loses nothing when the
+process is killed; only an operating-system crash or power cut may lose the
+last transactions.
+
+Several processes (``tagrelay serve --workers N``) share the file: a worker
+claims rows with a lease; rows whose lease ran out (their worker died) are
+claimed again. Delivery is therefore at least once: a worker killed after the
+vendor accepted a batch and before it recorded that will see the batch sent
+again, which vendors that deduplicate by event ID absorb.
+
+The engine is behind the small :class:`OutboxEngine` surface so that a
+shared engine (Redis streams, for replicas on several machines) can replace
+SQLite. TODO(issue: Redis outbox): that engine is its own issue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, Sequence
+
+import orjson
+
+__all__ = [
+    "DeadRow",
+    "LedgerRow",
+    "Outbox",
+    "OutboxEngine",
+    "OutboxError",
+    "OutboxFull",
+    "QueuedRow",
+    "Row",
+]
+
+log = logging.getLogger("proxy.delivery")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY,
+    destination TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    event_time REAL NOT NULL,
+    batch_key TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    not_before REAL NOT NULL DEFAULT 0,
+    leased_until REAL NOT NULL DEFAULT 0,
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_ready ON outbox (destination, not_before, id);
+CREATE TABLE IF NOT EXISTS dead (
+    id INTEGER PRIMARY KEY,
+    destination TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    event_time REAL NOT NULL,
+    batch_key TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    attempts INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    answer TEXT NOT NULL,
+    died REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dead_by_destination ON dead (destination, died);
+CREATE TABLE IF NOT EXISTS ledger (
+    event_id TEXT NOT NULL,
+    at REAL NOT NULL,
+    destination TEXT NOT NULL,
+    what TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ledger_by_event ON ledger (event_id, at);
+CREATE INDEX IF NOT EXISTS ledger_by_time ON ledger (at);
+"""
+
+
+class OutboxError(Exception):
+    """The outbox cannot take or keep data; the message says why."""
+
+
+class OutboxFull(OutboxError):
+    """The outbox is past its size limit, or the disk is full."""
+
+
+@dataclass(slots=True, frozen=True)
+class QueuedRow:
+    """One payload to queue for one destination."""
+
+    destination: str
+    event_id: str
+    event_time: float
+    batch_key: str
+    payload: dict[str, Any]
+
+
+@dataclass(slots=True, frozen=True)
+class Row:
+    """A claimed row: what a worker sends."""
+
+    id: int
+    destination: str
+    event_id: str
+    event_time: float
+    batch_key: str
+    payload: dict[str, Any]
+    attempts: int
+    created: float = 0.0
+
+
+@dataclass(slots=True, frozen=True)
+class DeadRow:
+    id: int
+    destination: str
+    event_id: str
+    event_time: float
+    attempts: int
+    reason: str
+    answer: str
+    died: float
+
+
+@dataclass(slots=True, frozen=True)
+class LedgerRow:
+    event_id: str
+    at: float
+    destination: str  # "" for event-level entries
+    what: str  # queued, skipped, sent, retry, dead, replayed
+    detail: str
+
+
+class OutboxEngine(Protocol):
+    """What delivery needs from an outbox engine."""
+
+    async def put(self, rows: Sequence[QueuedRow], ledger: Sequence[LedgerRow]) -> None: ...
+    async def claim(self, destination: str, limit: int, now: float) -> list[Row]: ...
+    async def ack(self, rows: Sequence[Row], ledger: Sequence[LedgerRow]) -> None: ...
+    async def retry(self, rows: Sequence[Row], not_before: float, ledger: Sequence[LedgerRow]) -> None: ...
+    async def bury(self, rows: Sequence[Row], reason: str, answer: str, ledger: Sequence[LedgerRow]) -> None: ...
+
+
+class Outbox:
+    """The SQLite outbox engine. All SQL runs on one thread of its own."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_rows: int = 1_000_000,
+        lease_secs: float = 120.0,
+        ledger_retention_secs: float = 7 * 86400,
+    ) -> None:
+        self.path = path
+        self.max_rows = max_rows
+        self.lease_secs = lease_secs
+        self.ledger_retention_secs = ledger_retention_secs
+        self._thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox")
+        self._db: sqlite3.Connection | None = None
+        self._pending: list[tuple[Sequence[QueuedRow], Sequence[LedgerRow], asyncio.Future[None]]] = []
+        self._flushing = False
+        self._rows_estimate = 0
+        self.full_reason = ""  # set while the outbox refuses new rows
+
+    # -- lifecycle -------------------------------------------------------
+
+    async def open(self) -> None:
+        await self._run(self._open)
+
+    def _open(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=10000")
+            db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise OutboxError(f"outbox {str(self.path)!r}: cannot open: {exc}") from None
+        self._db = db
+        self._rows_estimate = db.execute("SELECT count(*) FROM outbox").fetchone()[0]
+
+    async def close(self) -> None:
+        while self._flushing or self._pending:
+            await asyncio.sleep(0.01)
+        if self._db is not None:
+            await self._run(self._db.close)
+            self._db = None
+        self._thread.shutdown(wait=True)
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise OutboxError("outbox is not open")
+        return self._db
+
+    # -- accepting -------------------------------------------------------
+
+    async def put(self, rows: Sequence[QueuedRow], ledger: Sequence[LedgerRow] = ()) -> None:
+        """Commit ``rows`` (and their ledger entries); returns once they are durable.
+
+        Raises :class:`OutboxFull` when the outbox is past ``max_rows`` or the
+        disk is full; nothing of this call is then kept.
+        """
+        if not rows and not ledger:
+            return
+        if self._rows_estimate + len(rows) > self.max_rows:
+            self.full_reason = f"outbox holds {self._rows_estimate} rows, the limit is {self.max_rows}"
+            raise OutboxFull(self.full_reason)
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((rows, ledger, fut))
+        if not self._flushing:
+            self._flushing = True
+            asyncio.get_running_loop().create_task(self._flush(), name="outbox-commit")
+        await fut
+
+    async def _flush(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                rows = [r for rs, _, _ in batch for r in rs]
+                ledger = [entry for _, ls, _ in batch for entry in ls]
+                try:
+                    await self._run(self._insert, rows, ledger)
+                except OutboxError as exc:
+                    for _, _, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(exc)
+                else:
+                    self._rows_estimate += len(rows)
+                    if self.full_reason and self._rows_estimate < self.max_rows:
+                        self.full_reason = ""
+                    for _, _, fut in batch:
+                        if not fut.done():
+                            fut.set_result(None)
+        finally:
+            self._flushing = False
+
+    def _insert(self, rows: list[QueuedRow], ledger: list[LedgerRow]) -> None:
+        db = self._conn()
+        now = time.time()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany(
+                "INSERT INTO outbox (destination, event_id, event_time, batch_key, payload, created)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [(r.destination, r.event_id, r.event_time, r.batch_key, orjson.dumps(r.payload), now) for r in rows],
+            )
+            _insert_ledger(db, ledger)
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            _rollback(db)
+            if _is_full(exc):
+                self.full_reason = f"disk full: {exc}"
+                log.error("outbox %s: %s; new events are refused until there is room", self.path, self.full_reason)
+                raise OutboxFull(self.full_reason) from None
+            log.error("outbox %s: cannot commit %d row(s): %s", self.path, len(rows), exc)
+            raise OutboxError(f"cannot commit to the outbox: {exc}") from None
+
+    # -- sending ---------------------------------------------------------
+
+    async def claim(self, destination: str, limit: int, now: float) -> list[Row]:
+        """Lease up to ``limit`` rows that are due; others cannot claim them until the lease ends."""
+        result: list[Row] = await self._run(self._claim, destination, limit, now)
+        return result
+
+    def _claim(self, destination: str, limit: int, now: float) -> list[Row]:
+        db = self._conn()
+        try:
+            cur = db.execute(
+                "UPDATE outbox SET leased_until = ? WHERE id IN ("
+                " SELECT id FROM outbox WHERE destination = ? AND not_before <= ? AND leased_until <= ?"
+                " ORDER BY id LIMIT ?)"
+                " RETURNING id, destination, event_id, event_time, batch_key, payload, attempts, created",
+                (now + self.lease_secs, destination, now, now, limit),
+            )
+            found = cur.fetchall()
+        except sqlite3.Error as exc:
+            log.error("outbox %s: cannot claim rows for %s: %s", self.path, destination, exc)
+            return []
+        rows = [Row(i, d, e, t, k, orjson.loads(p), a, c) for i, d, e, t, k, p, a, c in found]
+        rows.sort(key=lambda r: r.id)
+        return rows
+
+    async def ack(self, rows: Sequence[Row], ledger: Sequence[LedgerRow] = ()) -> None:
+        """The vendor took them: remove them."""
+        await self._run(self._ack, [r.id for r in rows], list(ledger))
+        self._rows_estimate = max(0, self._rows_estimate - len(rows))
+
+    def _ack(self, ids: list[int], ledger: list[LedgerRow]) -> None:
+        def work(db: sqlite3.Connection) -> None:
+            db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+            _insert_ledger(db, ledger)
+
+        self._write(work)
+
+    async def retry(self, rows: Sequence[Row], not_before: float, ledger: Sequence[LedgerRow] = ()) -> None:
+        """Count a failed attempt and release the rows until ``not_before``."""
+        await self._run(self._retry, [r.id for r in rows], not_before, list(ledger))
+
+    def _retry(self, ids: list[int], not_before: float, ledger: list[LedgerRow]) -> None:
+        def work(db: sqlite3.Connection) -> None:
+            db.executemany(
+                "UPDATE outbox SET attempts = attempts + 1, not_before = ?, leased_until = 0 WHERE id = ?",
+                [(not_before, i) for i in ids],
+            )
+            _insert_ledger(db, ledger)
+
+        self._write(work)
+
+    async def release(self, rows: Sequence[Row]) -> None:
+        """Give rows back without counting an attempt (shutting down, circuit open)."""
+        await self._run(
+            self._write,
+            lambda db: db.executemany("UPDATE outbox SET leased_until = 0 WHERE id = ?", [(r.id,) for r in rows]),
+        )
+
+    async def bury(self, rows: Sequence[Row], reason: str, answer: str, ledger: Sequence[LedgerRow] = ()) -> None:
+        """Move rows to the dead letters with the vendor's answer."""
+        await self._run(self._bury, list(rows), reason, answer, list(ledger))
+        self._rows_estimate = max(0, self._rows_estimate - len(rows))
+
+    def _bury(self, rows: list[Row], reason: str, answer: str, ledger: list[LedgerRow]) -> None:
+        now = time.time()
+
+        def work(db: sqlite3.Connection) -> None:
+            db.executemany(
+                "INSERT INTO dead (destination, event_id, event_time, batch_key, payload, attempts, reason, answer, died)"
+                " SELECT destination, event_id, event_time, batch_key, payload, attempts + 1, ?, ?, ?"
+                " FROM outbox WHERE id = ?",
+                [(reason, answer, now, r.id) for r in rows],
+            )
+            db.executemany("DELETE FROM outbox WHERE id = ?", [(r.id,) for r in rows])
+            _insert_ledger(db, ledger)
+
+        self._write(work)
+
+    def _write(self, work: Any) -> None:
+        db = self._conn()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            work(db)
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            _rollback(db)
+            # The rows stay leased and come back when the lease ends: an
+            # event may then be sent twice, never lost.
+            log.error("outbox %s: cannot record a delivery outcome: %s", self.path, exc)
+
+    # -- reading (metrics, CLI) ------------------------------------------
+
+    async def depth(self, now: float | None = None) -> dict[str, tuple[int, float]]:
+        """Per destination: rows waiting and the age in seconds of the oldest."""
+        result: dict[str, tuple[int, float]] = await self._run(self._depth, time.time() if now is None else now)
+        return result
+
+    def _depth(self, now: float) -> dict[str, tuple[int, float]]:
+        rows = self._conn().execute(
+            "SELECT destination, count(*), min(created) FROM outbox GROUP BY destination"
+        ).fetchall()
+        self._rows_estimate = sum(n for _, n, _ in rows)
+        return {d: (n, max(0.0, now - oldest)) for d, n, oldest in rows}
+
+    async def dead_letters(
+        self, destination: str | None = None, since: float | None = None, until: float | None = None
+    ) -> list[DeadRow]:
+        result: list[DeadRow] = await self._run(self._dead_letters, destination, since, until)
+        return result
+
+    def _dead_letters(self, destination: str | None, since: float | None, until: float | None) -> list[DeadRow]:
+        sql, args = _dead_filter(destination, since, until)
+        rows = self._conn().execute(
+            "SELECT id, destination, event_id, event_time, attempts, reason, answer, died FROM dead" + sql + " ORDER BY id",
+            args,
+        ).fetchall()
+        return [DeadRow(*r) for r in rows]
+
+    async def replay(
+        self, destination: str | None = None, since: float | None = None, until: float | None = None
+    ) -> int:
+        """Move matching dead letters back into the outbox with a fresh attempt count."""
+        result: int = await self._run(self._replay, destination, since, until)
+        self._rows_estimate += result
+        return result
+
+    def _replay(self, destination: str | None, since: float | None, until: float | None) -> int:
+        sql, args = _dead_filter(destination, since, until)
+        now = time.time()
+        moved = 0
+
+        def work(db: sqlite3.Connection) -> None:
+            nonlocal moved
+            ids = [r[0] for r in db.execute("SELECT id FROM dead" + sql, args).fetchall()]
+            db.executemany(
+                "INSERT INTO outbox (destination, event_id, event_time, batch_key, payload, created)"
+                " SELECT destination, event_id, event_time, batch_key, payload, ? FROM dead WHERE id = ?",
+                [(now, i) for i in ids],
+            )
+            db.executemany(
+                "INSERT INTO ledger (event_id, at, destination, what, detail)"
+                " SELECT event_id, ?, destination, 'replayed', 'dead letter queued again' FROM dead WHERE id = ?",
+                [(now, i) for i in ids],
+            )
+            db.executemany("DELETE FROM dead WHERE id = ?", [(i,) for i in ids])
+            moved = len(ids)
+
+        self._write(work)
+        return moved
+
+    async def trace(self, event_id: str) -> list[LedgerRow]:
+        result: list[LedgerRow] = await self._run(self._trace, event_id)
+        return result
+
+    def _trace(self, event_id: str) -> list[LedgerRow]:
+        rows = self._conn().execute(
+            "SELECT event_id, at, destination, what, detail FROM ledger WHERE event_id = ? ORDER BY at, rowid",
+            (event_id,),
+        ).fetchall()
+        return [LedgerRow(*r) for r in rows]
+
+    async def prune_ledger(self, now: float | None = None) -> int:
+        cutoff = (time.time() if now is None else now) - self.ledger_retention_secs
+        result: int = await self._run(self._prune, cutoff)
+        return result
+
+    def _prune(self, cutoff: float) -> int:
+        cur = self._conn().execute("DELETE FROM ledger WHERE at < ?", (cutoff,))
+        return cur.rowcount
+
+
+def _insert_ledger(db: sqlite3.Connection, ledger: Sequence[LedgerRow]) -> None:
+    if ledger:
+        db.executemany(
+            "INSERT INTO ledger (event_id, at, destination, what, detail) VALUES (?, ?, ?, ?, ?)",
+            [(e.event_id, e.at, e.destination, e.what, e.detail) for e in ledger],
+        )
+
+
+def _dead_filter(destination: str | None, since: float | None, until: float | None) -> tuple[str, list[Any]]:
+    clauses, args = [], []
+    if destination:
+        clauses.append("destination = ?")
+        args.append(destination)
+    if since is not None:
+        clauses.append("died >= ?")
+        args.append(since)
+    if until is not None:
+        clauses.append("died < ?")
+        args.append(until)
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    try:
+        db.execute("ROLLBACK")
+    except sqlite3.Error:
+        pass
+
+
+def _is_full(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code == sqlite3.SQLITE_FULL or "full" in str(exc).lower()

@@ -1,0 +1,134 @@
+"""The SQLite outbox: durable puts, leases, retries, dead letters, replay and the ledger."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from proxy.delivery import LedgerRow, Outbox, OutboxFull, QueuedRow
+
+
+def q(i: int, dest: str = "meta") -> QueuedRow:
+    return QueuedRow(dest, f"e{i}", 1000.0 + i, "", {"n": i})
+
+
+@pytest.fixture
+async def outbox(tmp_path):
+    box = Outbox(tmp_path / "o.sqlite3", lease_secs=60)
+    await box.open()
+    yield box
+    await box.close()
+
+
+async def reopen(box: Outbox) -> Outbox:
+    await box.close()
+    again = Outbox(box.path, lease_secs=60)
+    await again.open()
+    return again
+
+
+async def test_put_rows_survive_a_reopen(outbox):
+    """Once put() returns, the rows are on disk: a new process sees them."""
+    await outbox.put([q(1), q(2)])
+    again = await reopen(outbox)
+    rows = await again.claim("meta", 10, now=2000.0)
+    assert [(r.event_id, r.payload) for r in rows] == [("e1", {"n": 1}), ("e2", {"n": 2})]
+    await again.close()
+
+
+async def test_concurrent_puts_all_commit(outbox):
+    """Many hits putting at once are all committed (group commit loses none)."""
+    await asyncio.gather(*(outbox.put([q(i)]) for i in range(200)))
+    assert (await outbox.depth())["meta"][0] == 200
+
+
+async def test_claimed_rows_are_leased_until_the_lease_ends(outbox):
+    """A claimed row is not claimed again before its lease ends, and is after (its worker died)."""
+    await outbox.put([q(1)])
+    assert len(await outbox.claim("meta", 10, now=2000.0)) == 1
+    assert await outbox.claim("meta", 10, now=2030.0) == []
+    assert [r.event_id for r in await outbox.claim("meta", 10, now=2061.0)] == ["e1"]
+
+
+async def test_claim_takes_only_its_destination(outbox):
+    """Each destination's lane sees only its own rows."""
+    await outbox.put([q(1, "meta"), q(2, "ga4")])
+    assert [r.event_id for r in await outbox.claim("ga4", 10, now=2000.0)] == ["e2"]
+
+
+async def test_ack_removes(outbox):
+    """Acknowledged rows are gone."""
+    await outbox.put([q(1)])
+    rows = await outbox.claim("meta", 10, now=2000.0)
+    await outbox.ack(rows)
+    assert await outbox.depth() == {}
+
+
+async def test_retry_counts_the_attempt_and_waits(outbox):
+    """A retried row comes back only after not_before, with its attempt counted."""
+    await outbox.put([q(1)])
+    await outbox.retry(await outbox.claim("meta", 10, now=2000.0), not_before=2100.0)
+    assert await outbox.claim("meta", 10, now=2099.0) == []
+    (row,) = await outbox.claim("meta", 10, now=2100.0)
+    assert row.attempts == 1
+
+
+async def test_release_gives_rows_back_without_an_attempt(outbox):
+    """A released row (shutdown) can be claimed at once and has no attempt counted."""
+    await outbox.put([q(1)])
+    await outbox.release(await outbox.claim("meta", 10, now=2000.0))
+    (row,) = await outbox.claim("meta", 10, now=2000.0)
+    assert row.attempts == 0
+
+
+async def test_bury_keeps_the_vendor_answer_and_replay_requeues(outbox):
+    """A buried row is a dead letter with reason and answer; replay puts it back with fresh attempts."""
+    await outbox.put([q(1), q(2, "ga4")])
+    await outbox.bury(await outbox.claim("meta", 10, now=2000.0), "http 400 code 100", '{"error": "bad"}')
+    (dead,) = await outbox.dead_letters()
+    assert (dead.event_id, dead.reason, dead.answer, dead.attempts) == ("e1", "http 400 code 100", '{"error": "bad"}', 1)
+    assert await outbox.replay(destination="ga4") == 0
+    assert await outbox.replay(destination="meta") == 1
+    assert await outbox.dead_letters() == []
+    (row,) = await outbox.claim("meta", 10, now=3000.0)
+    assert (row.event_id, row.attempts, row.payload) == ("e1", 0, {"n": 1})
+
+
+async def test_dead_letters_filter_by_time(outbox):
+    """Dead letters can be selected by when they died."""
+    await outbox.put([q(1)])
+    await outbox.bury(await outbox.claim("meta", 10, now=2000.0), "x", "")
+    (dead,) = await outbox.dead_letters()
+    assert await outbox.dead_letters(since=dead.died + 1) == []
+    assert len(await outbox.dead_letters(until=dead.died + 1)) == 1
+
+
+async def test_full_outbox_refuses_with_a_clear_reason(tmp_path):
+    """Past max_rows, put() raises OutboxFull and keeps nothing of that call."""
+    box = Outbox(tmp_path / "o.sqlite3", max_rows=3)
+    await box.open()
+    await box.put([q(1), q(2)])
+    with pytest.raises(OutboxFull, match="limit is 3"):
+        await box.put([q(3), q(4)])
+    assert (await box.depth())["meta"][0] == 2
+    await box.close()
+
+
+async def test_ledger_traces_an_event_and_prunes_old_entries(outbox):
+    """The ledger lists what happened to an event in order; entries past retention go."""
+    await outbox.put([q(1)], [LedgerRow("e1", 10.0, "meta", "queued", "route 'a'")])
+    rows = await outbox.claim("meta", 10, now=2000.0)
+    await outbox.ack(rows, [LedgerRow("e1", 11.0, "meta", "sent", "http 200")])
+    assert [(r.what, r.detail) for r in await outbox.trace("e1")] == [("queued", "route 'a'"), ("sent", "http 200")]
+    assert await outbox.prune_ledger(now=10.5 + outbox.ledger_retention_secs) == 1
+    assert [r.what for r in await outbox.trace("e1")] == ["sent"]
+
+
+async def test_unwritable_location_is_a_clear_error(tmp_path):
+    """An outbox path that cannot be created fails at open with the path in the message."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    box = Outbox(blocker / "o.sqlite3")
+    with pytest.raises(Exception, match="cannot open"):
+        await box.open()
