@@ -38,18 +38,18 @@ def adapter(**over) -> SnapchatCAPI:
 
 
 def event(name="purchase", **kw) -> Event:
-    base = dict(
-        name=name,
-        id="evt-1",
-        time=NOW,
-        page=Page("https://shop.example.com/thanks", "", "Thanks"),
-        context=Context(
+    base = {
+        "name": name,
+        "id": "evt-1",
+        "time": NOW,
+        "page": Page("https://shop.example.com/thanks", "", "Thanks"),
+        "context": Context(
             ip="203.0.113.9",
             user_agent=UA,
             click_ids={"ScCid": "landing-click"},
             ids={"ScCid": "kept-click", "scid": "0b1c2d3e-aaaa-bbbb-cccc-123456789012"},
         ),
-    )
+    }
     base.update(kw)
     return Event(**base)
 

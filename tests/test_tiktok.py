@@ -36,20 +36,20 @@ def adapter(**over) -> TikTokEventsAPI:
 
 
 def event(name="purchase", **kw) -> Event:
-    base = dict(
-        name=name,
-        id="evt-1",
-        time=NOW,
-        page=Page(
+    base = {
+        "name": name,
+        "id": "evt-1",
+        "time": NOW,
+        "page": Page(
             "https://shop.example.com/thanks", "https://shop.example.com/cart", "Thanks"
         ),
-        context=Context(
+        "context": Context(
             ip="203.0.113.9",
             user_agent=UA,
             click_ids={"ttclid": "E.C.P.landing"},
             ids={"ttclid": "E.C.P.kept", "ttp": "2F7h37YkS1j57AYSKTI7IHhJPYH"},
         ),
-    )
+    }
     base.update(kw)
     return Event(**base)
 
