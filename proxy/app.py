@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import hashlib
 import logging
@@ -19,8 +20,9 @@ from .model import Context, Event
 from .pipeline import plan_rows
 from .rules import RuleSet
 from .settings import Settings
+from .telemetry import CONTENT_TYPE, Metrics
 
-__all__ = ["make_app", "SETTINGS", "RULES", "DELIVERY", "ENRICHER"]
+__all__ = ["make_app", "SETTINGS", "RULES", "DELIVERY", "ENRICHER", "METRICS"]
 
 log = logging.getLogger("proxy.app")
 
@@ -28,6 +30,7 @@ SETTINGS = web.AppKey("settings", Settings)
 RULES = web.AppKey("rules", RuleSet)
 DELIVERY = web.AppKey("delivery", Delivery)
 ENRICHER = web.AppKey("enricher", Enricher)
+METRICS = web.AppKey("metrics", Metrics)
 _SCRIPT = web.AppKey("script", "CollectorScript")
 
 _PLACEHOLDER = '"__TAGRELAY_COLLECT__"'
@@ -49,6 +52,7 @@ def make_app(settings: Settings, rules: RuleSet) -> web.Application:
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[RULES] = rules
+    app[METRICS] = Metrics()
     app[_SCRIPT] = CollectorScript(
         (settings.static_dir / "collector.js").read_text(encoding="utf-8"), settings.collect_path
     )
@@ -58,6 +62,8 @@ def make_app(settings: Settings, rules: RuleSet) -> web.Application:
     app.router.add_route("GET", settings.collect_path, _collect)
     app.router.add_route("OPTIONS", settings.collect_path, _preflight)
     app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+    app.router.add_get("/metrics", _metrics)
     if settings.demo:
         app.router.add_get("/", _demo_page)
         app.router.add_get("/product/{name}", _demo_page)
@@ -80,6 +86,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         timeout_secs=settings.delivery_timeout_secs,
         concurrency=settings.delivery_concurrency,
         policy=RetryPolicy(cap_secs=settings.retry_cap_secs, max_attempts=settings.retry_max_attempts),
+        metrics=app[METRICS],
     )
     await delivery.start()
     app[DELIVERY] = delivery
@@ -90,13 +97,37 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         len(app[RULES].destinations),
         len(app[RULES].routes),
     )
+    housekeeping = asyncio.create_task(_housekeeping(app), name="housekeeping")
     try:
         yield
     finally:
+        housekeeping.cancel()
+        await asyncio.gather(housekeeping, return_exceptions=True)
         await delivery.stop()
         await outbox.close()
         await app[RULES].close()
         app[ENRICHER].close()
+
+
+async def _housekeeping(app: web.Application) -> None:
+    """Refresh the outbox gauges every few seconds; prune the ledger hourly."""
+    delivery, metrics = app[DELIVERY], app[METRICS]
+    last_prune = 0.0
+    while True:
+        try:
+            metrics.outbox.snapshot = await delivery.outbox.depth()
+            metrics.outbox.breakers = delivery.breaker_open()
+            metrics.outbox.full = delivery.outbox.full_reason
+            if time.time() - last_prune > 3600:
+                removed = await delivery.outbox.prune_ledger()
+                last_prune = time.time()
+                if removed:
+                    log.info("ledger: removed %d entries past retention", removed)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # keep the gauges going; say why once per failure
+            log.exception("housekeeping failed; trying again shortly")
+        await asyncio.sleep(5)
 
 
 async def _script(request: web.Request) -> web.StreamResponse:
@@ -135,6 +166,9 @@ async def _collect(request: web.Request) -> web.Response:
             hit = hit_from_query(dict(request.query), request.headers.get("Referer", ""), settings)
     except HitError as exc:
         log.debug("hit refused: %s", exc)
+        metrics = request.app[METRICS]
+        metrics.hits.labels(str(exc.status)).inc()
+        metrics.events_rejected.labels("too_large" if exc.status == 413 else "invalid").inc()
         return _error(exc.status, str(exc))
 
     enricher = request.app[ENRICHER]
@@ -150,10 +184,13 @@ async def _collect(request: web.Request) -> web.Response:
     ctx.language = hit.language or request.headers.get("Accept-Language", "").split(",")[0].strip()[:35]
     events = _events(hit, ctx)
     rows, ledger = plan_rows(request.app[RULES], events, time.time())
+    metrics = request.app[METRICS]
     try:
         await request.app[DELIVERY].accept(rows, ledger)
     except OutboxFull as exc:
         log.error("hit refused: %s", exc)
+        metrics.hits.labels("503").inc()
+        metrics.events_rejected.labels("outbox_full").inc()
         return web.json_response(
             {"error": "tagrelay cannot store events right now (outbox full); try again later"},
             status=503,
@@ -161,12 +198,16 @@ async def _collect(request: web.Request) -> web.Response:
         )
     except OutboxError as exc:
         log.error("hit refused: %s", exc)
+        metrics.hits.labels("503").inc()
+        metrics.events_rejected.labels("outbox_error").inc()
         return web.json_response(
             {"error": "tagrelay cannot store events right now; try again later"},
             status=503,
             headers={**_NO_STORE, "Retry-After": "60"},
         )
 
+    metrics.hits.labels("204").inc()
+    metrics.events_accepted.inc(len(events))
     response = web.Response(status=204, headers=_NO_STORE)
     for c in cookies:
         response.set_cookie(
@@ -215,6 +256,19 @@ async def _preflight(request: web.Request) -> web.Response:
 
 async def _healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    """200 while new events can be stored; 503 with the reason when not."""
+    outbox = request.app[DELIVERY].outbox
+    if outbox.full_reason:
+        return web.json_response({"status": "not ready", "reason": outbox.full_reason}, status=503)
+    return web.json_response({"status": "ready"})
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    body = request.app[METRICS].render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 
 async def _demo_page(request: web.Request) -> web.FileResponse:

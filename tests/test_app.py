@@ -141,3 +141,32 @@ async def test_answer_does_not_wait_for_a_vendor(aiohttp_client, aiohttp_server,
     assert (first.status, second.status, release.is_set()) == (204, 204, False)
     release.set()
     assert await client.app[DELIVERY].wait_idle(5)
+
+
+async def test_metrics_count_hits_events_and_deliveries(client):
+    """/metrics shows accepted and refused hits and events delivered, in Prometheus text."""
+    await client.post("/e", data=orjson.dumps(HIT))
+    await client.post("/e", data=b"{")
+    await client.app[DELIVERY].wait_idle(5)
+    text = await (await client.get("/metrics")).text()
+    assert 'tagrelay_hits_total{status="204"} 1.0' in text
+    assert 'tagrelay_events_rejected_total{reason="invalid"} 1.0' in text
+    assert "tagrelay_events_accepted_total 1.0" in text
+    assert 'tagrelay_delivery_sent_total{destination="log"} 1.0' in text
+
+
+async def test_readyz_is_ready_while_the_outbox_takes_events(client):
+    """/readyz answers 200 when events can be stored."""
+    assert (await client.get("/readyz")).status == 200
+
+
+async def test_full_outbox_refuses_hits_with_503_and_readyz_fails(aiohttp_client, tmp_path):
+    """Past the outbox limit a hit is refused (not lost silently) and /readyz says why."""
+    settings = Settings(rules_dir=rules_dir(tmp_path), data_dir=tmp_path, outbox_max_rows=1)
+    app = make_app(settings, load_rules(settings.rules_dir, env={}))
+    client = await aiohttp_client(app)
+    hit = {"events": [{"name": "a"}, {"name": "b"}]}
+    resp = await client.post("/e", data=orjson.dumps(hit))
+    assert resp.status == 503 and "outbox full" in (await resp.json())["error"]
+    ready = await client.get("/readyz")
+    assert ready.status == 503 and "limit is 1" in (await ready.json())["reason"]

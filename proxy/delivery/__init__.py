@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from .outbox import DeadRow, LedgerRow, Outbox, OutboxError, OutboxFull, QueuedRow, Row
 from .retry import RetryPolicy
-from .sender import Breaker, Counters, Delivery
+from .sender import Breaker, Delivery
 
 __all__ = [
     "Breaker",
-    "Counters",
     "DeadRow",
     "Delivery",
     "LedgerRow",

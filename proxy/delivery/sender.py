@@ -23,39 +23,17 @@ from typing import Any, Sequence
 import aiohttp
 import orjson
 
+from ..telemetry import Metrics
 from ..vendors.base import Adapter, Answer, Outcome, Verdict
 from .outbox import LedgerRow, Outbox, OutboxError, QueuedRow, Row
 from .retry import RetryPolicy
 
-__all__ = ["Breaker", "Counters", "Delivery"]
+__all__ = ["Breaker", "Delivery"]
 
 log = logging.getLogger("proxy.delivery")
 
 _MAX_ANSWER_BYTES = 64 * 1024
 _LOG_ANSWER_CHARS = 300
-# Delivery latency buckets (seconds from acceptance to the vendor's ok).
-LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
-
-
-@dataclass(slots=True)
-class Counters:
-    events_sent: int = 0
-    events_retried: int = 0
-    events_dead: int = 0
-    requests: int = 0
-    latency_buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
-    latency_sum: float = 0.0
-
-    def observe(self, secs: float, n: int) -> None:
-        for i, bound in enumerate(LATENCY_BUCKETS):
-            if secs <= bound:
-                self.latency_buckets[i] += n
-                break
-        else:
-            self.latency_buckets[-1] += n
-        self.latency_sum += secs * n
-
-
 @dataclass(slots=True)
 class Breaker:
     """Opens after ``threshold`` failed requests in a row; probes with one event after a cool-down.
@@ -117,6 +95,7 @@ class Delivery:
         policy: RetryPolicy | None = None,
         poll_secs: float = 0.5,
         breaker: Breaker | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         template = breaker or Breaker()
         self._lanes = {
@@ -131,7 +110,7 @@ class Delivery:
         self._session: aiohttp.ClientSession | None = None
         self._inflight: set[asyncio.Task[None]] = set()
         self._stopping = False
-        self.counters: dict[str, Counters] = defaultdict(Counters)
+        self.metrics = metrics or Metrics()
 
     @property
     def destinations(self) -> list[str]:
@@ -247,14 +226,15 @@ class Delivery:
 
     async def _settle(self, lane: _Lane, rows: list[Row], outcome: Outcome, answer: str) -> None:
         name = lane.name
-        counters = self.counters[name]
-        counters.requests += 1
+        m = self.metrics
+        m.requests.labels(name, outcome.verdict.value).inc()
         now = time.time()
         if outcome.verdict is Verdict.OK:
             lane.breaker.success()
-            counters.events_sent += len(rows)
+            m.sent.labels(name).inc(len(rows))
+            latency = m.latency.labels(name)
             for r in rows:
-                counters.observe(now - r.created, 1)
+                latency.observe(max(0.0, now - r.created))
             await self.outbox.ack(rows, [LedgerRow(r.event_id, now, name, "sent", outcome.reason) for r in rows])
             return
         if outcome.verdict is Verdict.FINAL:
@@ -284,7 +264,7 @@ class Delivery:
             for r, why in give_up:
                 await self._bury(lane, [r], f"{outcome.reason}; {why}", answer)
         if keep:
-            counters.events_retried += len(keep)
+            m.retried.labels(name).inc(len(keep))
             log.warning(
                 "destination %s: %d event(s) will be retried in %.1fs (attempt %d): %s %s",
                 name, len(keep), delay, attempts, outcome.reason, answer,
@@ -293,7 +273,7 @@ class Delivery:
             await self.outbox.retry([r for r, _ in keep], now + delay, ledger)
 
     async def _bury(self, lane: _Lane, rows: list[Row], reason: str, answer: str) -> None:
-        self.counters[lane.name].events_dead += len(rows)
+        self.metrics.dead.labels(lane.name).inc(len(rows))
         log.error(
             "destination %s: %d event(s) not delivered, kept as dead letters (tagrelay deadletters): %s %s",
             lane.name, len(rows), reason, answer,
