@@ -423,11 +423,13 @@ class TestClassify:
 
 
 async def send(req):
-    async with aiohttp.ClientSession() as session:
-        async with session.request(
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(
             req.method, req.url, headers=req.headers, data=req.body
-        ) as resp:
-            return Answer(resp.status, dict(resp.headers), await resp.read())
+        ) as resp,
+    ):
+        return Answer(resp.status, dict(resp.headers), await resp.read())
 
 
 class TestRoundTrip:
