@@ -15,6 +15,7 @@ from aiohttp import web
 
 from .collect import Hit, HitError, hit_from_query, parse_hit
 from .delivery import Delivery, Outbox, OutboxError, OutboxFull, RetryPolicy
+from .ga4hits import parse_gcollect
 from .enrich import Enricher
 from .model import Context, Event
 from .pipeline import plan_rows
@@ -61,6 +62,9 @@ def make_app(settings: Settings, rules: RuleSet) -> web.Application:
     app.router.add_route("POST", settings.collect_path, _collect)
     app.router.add_route("GET", settings.collect_path, _collect)
     app.router.add_route("OPTIONS", settings.collect_path, _preflight)
+    if settings.ga4_path:
+        app.router.add_route("POST", settings.ga4_path, _ga4_collect)
+        app.router.add_route("GET", settings.ga4_path, _ga4_collect)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
@@ -154,25 +158,58 @@ _NO_STORE = {"Cache-Control": "no-store"}
 
 
 async def _collect(request: web.Request) -> web.Response:
+    """The collector's endpoint: POST a batch, or GET ``?d=`` / ``?n=``."""
     settings = request.app[SETTINGS]
     try:
         if request.method == "POST":
-            try:
-                body = await request.read()
-            except web.HTTPRequestEntityTooLarge:
-                raise HitError(f"body: over the limit of {settings.max_body_bytes} bytes", 413) from None
-            hit = parse_hit(body, settings)
+            hit = parse_hit(await _body(request), settings)
         else:
             hit = hit_from_query(dict(request.query), request.headers.get("Referer", ""), settings)
     except HitError as exc:
-        log.debug("hit refused: %s", exc)
-        metrics = request.app[METRICS]
-        metrics.hits.labels(str(exc.status)).inc()
-        metrics.events_rejected.labels("too_large" if exc.status == 413 else "invalid").inc()
-        return _error(exc.status, str(exc))
+        return _refused(request, exc)
+    return await _accept(request, hit)
 
-    enricher = request.app[ENRICHER]
-    ctx, cookies = enricher.context(
+
+async def _ga4_collect(request: web.Request) -> web.Response:
+    """GA4's collection protocol, as gtag.js sends it to a server container URL."""
+    settings = request.app[SETTINGS]
+    try:
+        body = await _body(request) if request.method == "POST" else b""
+        # The raw query: aiohttp's query_string is already partly decoded.
+        hit = parse_gcollect(request.rel_url.raw_query_string, body, settings, time.time())
+    except HitError as exc:
+        return _refused(request, exc)
+    # gtag.js keeps its own client and session; they win over tagrelay's.
+    ga_ids = {
+        "ga_client_id": hit.client_id,
+        "ga_session_id": hit.session_id,
+        "ga_session_number": str(hit.session_number) if hit.session_number is not None else None,
+    }
+    return await _accept(request, hit, {k: v for k, v in ga_ids.items() if v}, hit.user_id)
+
+
+async def _body(request: web.Request) -> bytes:
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[SETTINGS].max_body_bytes
+        raise HitError(f"body: over the limit of {limit} bytes", 413) from None
+
+
+def _refused(request: web.Request, exc: HitError) -> web.Response:
+    log.debug("hit refused: %s", exc)
+    metrics = request.app[METRICS]
+    metrics.hits.labels(str(exc.status)).inc()
+    metrics.events_rejected.labels("too_large" if exc.status == 413 else "invalid").inc()
+    return _error(exc.status, str(exc))
+
+
+async def _accept(
+    request: web.Request, hit: Hit, ids: dict[str, str] | None = None, user_id: str | None = None
+) -> web.Response:
+    """Enrich, route and store a parsed hit; answer once its events are durable."""
+    settings = request.app[SETTINGS]
+    ctx, cookies = request.app[ENRICHER].context(
         peer=request.remote,
         headers=request.headers,
         cookies=request.cookies,
@@ -182,26 +219,21 @@ async def _collect(request: web.Request) -> web.Response:
     ctx.consent = hit.consent
     ctx.screen = hit.screen
     ctx.language = hit.language or request.headers.get("Accept-Language", "").split(",")[0].strip()[:35]
-    events = _events(hit, ctx)
+    if ids:
+        ctx.ids.update(ids)
+    events = _events(hit, ctx, user_id)
     rows, ledger = plan_rows(request.app[RULES], events, time.time())
     metrics = request.app[METRICS]
     try:
         await request.app[DELIVERY].accept(rows, ledger)
-    except OutboxFull as exc:
-        log.error("hit refused: %s", exc)
-        metrics.hits.labels("503").inc()
-        metrics.events_rejected.labels("outbox_full").inc()
-        return web.json_response(
-            {"error": "tagrelay cannot store events right now (outbox full); try again later"},
-            status=503,
-            headers={**_NO_STORE, "Retry-After": "60"},
-        )
     except OutboxError as exc:
+        full = isinstance(exc, OutboxFull)
         log.error("hit refused: %s", exc)
         metrics.hits.labels("503").inc()
-        metrics.events_rejected.labels("outbox_error").inc()
+        metrics.events_rejected.labels("outbox_full" if full else "outbox_error").inc()
+        why = " (outbox full)" if full else ""
         return web.json_response(
-            {"error": "tagrelay cannot store events right now; try again later"},
+            {"error": f"tagrelay cannot store events right now{why}; try again later"},
             status=503,
             headers={**_NO_STORE, "Retry-After": "60"},
         )
@@ -223,7 +255,7 @@ async def _collect(request: web.Request) -> web.Response:
     return response
 
 
-def _events(hit: Hit, ctx: Context) -> list[Event]:
+def _events(hit: Hit, ctx: Context, user_id: str | None = None) -> list[Event]:
     return [
         Event(
             name=e.name,
@@ -233,6 +265,7 @@ def _events(hit: Hit, ctx: Context) -> list[Event]:
             user=hit.user,
             context=ctx,
             params=e.params,
+            user_id=user_id,
         )
         for e in hit.events
     ]

@@ -33,6 +33,9 @@ class Settings:
     # them (tests/test_adblock.py checks every URL the demo page requests).
     script_path: str = "/assets/c.js"
     collect_path: str = "/e"
+    # GA4's collection protocol (gtag.js with server_container_url or
+    # transport_url pointed at tagrelay); empty turns it off.
+    ga4_path: str = "/g/collect"
     # Peers whose forwarding headers are believed (CIDR list). Empty: the
     # TCP peer is the client.
     trusted_proxies: tuple[IPNetwork, ...] = ()
@@ -88,12 +91,15 @@ class Settings:
         return settings
 
     def check(self) -> None:
-        for name in ("script_path", "collect_path"):
+        for name in ("script_path", "collect_path", "ga4_path"):
             value = getattr(self, name)
+            if name == "ga4_path" and not value:
+                continue
             if not value.startswith("/") or "?" in value or "#" in value:
                 raise SettingsError(f"{name} {value!r}: must be a path starting with '/', without query")
-        if self.script_path == self.collect_path:
-            raise SettingsError("script_path and collect_path must differ")
+        paths = [p for p in (self.script_path, self.collect_path, self.ga4_path) if p]
+        if len(set(paths)) != len(paths):
+            raise SettingsError("script_path, collect_path and ga4_path must differ")
         if not 0 < self.port < 65536:
             raise SettingsError(f"port {self.port}: must be 1-65535")
         if self.outbox_max_rows < 1:
