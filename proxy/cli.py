@@ -9,6 +9,7 @@ import os
 import sys
 import time
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -42,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, help="port to listen on (default 8080)")
     s.add_argument("--rules", type=Path, help="directory of rule files (default ./rules)")
     s.add_argument("--demo", action="store_true", default=None, help="also serve the demo shop page at /")
+    s.add_argument(
+        "--workers", type=int, help="processes sharing the port (default 1; 0 = one per CPU)"
+    )
     s.set_defaults(run=_serve)
 
     c = sub.add_parser("check", help="validate rule files and print the route table")
@@ -52,20 +56,41 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("rules", type=Path, help="directory of rule files")
     t.add_argument("event", type=Path, help="a JSON file with one canonical event (see README)")
     t.set_defaults(run=_try)
+    d = sub.add_parser("deadletters", help="list events a vendor refused for good, by destination and reason")
+    _filters(d)
+    d.set_defaults(run=_deadletters)
+
+    r = sub.add_parser("replay", help="queue dead letters again (after fixing a rule or a token)")
+    _filters(r)
+    r.set_defaults(run=_replay)
+
+    tr = sub.add_parser("trace", help="what happened to one event: routes, skips, attempts, answers")
+    tr.add_argument("event_id", help="the event's ID (as sent by the collector or your back end)")
+    tr.set_defaults(run=_trace)
     return p
 
 
-def _setup_logging() -> None:
-    level = os.environ.get("TAGRELAY_LOG_LEVEL", "INFO").upper()
-    logging.basicConfig(
-        level=getattr(logging, level, logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+def _filters(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--destination", help="only this destination")
+    p.add_argument("--since", type=_when, help="only dead letters from this time on (ISO 8601 or unix seconds)")
+    p.add_argument("--until", type=_when, help="only dead letters before this time (ISO 8601 or unix seconds)")
 
 
-def _load(rules_dir: Path) -> RuleSet | None:
+def _when(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a time (use 2026-12-01T10:00 or unix seconds)") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when.timestamp()
+
+
+def _load(rules_dir: Path, quiet: bool = False) -> RuleSet | None:
     try:
         rules = load_rules(rules_dir)
     except RulesError as exc:
@@ -73,25 +98,67 @@ def _load(rules_dir: Path) -> RuleSet | None:
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return None
-    for warning in rules.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+    if not quiet:
+        for warning in rules.warnings:
+            print(f"warning: {warning}", file=sys.stderr, flush=True)
     return rules
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from aiohttp import web
-
-    from .app import make_app
-
-    _setup_logging()
     try:
-        settings = Settings.from_env(host=args.host, port=args.port, rules_dir=args.rules, demo=args.demo)
+        settings = Settings.from_env(
+            host=args.host, port=args.port, rules_dir=args.rules, demo=args.demo, workers=args.workers
+        )
     except SettingsError as exc:
         print(f"tagrelay: bad setting: {exc}", file=sys.stderr)
         return EXIT_PROBLEM
     rules = _load(settings.rules_dir)
     if rules is None:
         print("tagrelay: not starting: fix the rule files first (tagrelay check shows the same list)", file=sys.stderr)
+        return EXIT_PROBLEM
+    asyncio.run(rules.close())
+    workers = settings.workers or os.cpu_count() or 1
+    if not _port_free(settings.host, settings.port):
+        print(
+            f"tagrelay: cannot listen on {settings.host}:{settings.port}: the port is in use"
+            " (stop what uses it, or pick another with --port)",
+            file=sys.stderr,
+        )
+        return EXIT_PROBLEM
+    if workers == 1:
+        return _run_worker(settings, announce=True)
+    from .workers import supervise
+
+    return supervise(settings, workers, _run_worker)
+
+
+def _port_free(host: str, port: int) -> bool:
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        return True  # let the server report the bad address
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(addr)
+        except OSError:
+            return False
+    return True
+
+
+def _run_worker(settings: Settings, announce: bool = True, reuse_port: bool = False) -> int:
+    """Run one server process until it is told to stop."""
+    from aiohttp import web
+
+    from .app import make_app
+    from .telemetry import setup_logging
+
+    setup_logging()
+    rules = _load(settings.rules_dir, quiet=not announce)
+    if rules is None:
         return EXIT_PROBLEM
     try:
         app = make_app(settings, rules)
@@ -102,15 +169,109 @@ def _serve(args: argparse.Namespace) -> int:
     banner = f"tagrelay listening on {base} (collector {base}{settings.script_path})"
     if settings.demo:
         banner += f"\ndemo shop: {base}/"
-    web.run_app(app, host=settings.host, port=settings.port, print=lambda _: print(banner, flush=True))
+    try:
+        web.run_app(
+            app,
+            host=settings.host,
+            port=settings.port,
+            reuse_port=reuse_port or None,
+            print=(lambda _: print(banner, flush=True)) if announce else None,
+            handle_signals=True,
+        )
+    except OSError as exc:
+        print(f"tagrelay: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_PROBLEM
     return EXIT_OK
+
+
+def _open_outbox() -> Any:
+    from .delivery import Outbox
+
+    settings = Settings.from_env()
+    path = settings.outbox_file
+    if not path.exists():
+        raise SettingsError(f"no outbox at {path} (set TAGRELAY_DATA_DIR to where tagrelay serve keeps it)")
+    return Outbox(path)
+
+
+def _deadletters(args: argparse.Namespace) -> int:
+    async def run() -> int:
+        outbox = _open_outbox()
+        await outbox.open()
+        try:
+            rows = await outbox.dead_letters(args.destination, args.since, args.until)
+        finally:
+            await outbox.close()
+        if not rows:
+            print("no dead letters")
+            return EXIT_OK
+        by: dict[tuple[str, str], list[Any]] = {}
+        for row in rows:
+            by.setdefault((row.destination, row.reason), []).append(row)
+        for (dest, reason), group in sorted(by.items()):
+            print(f"{dest}: {len(group)} event(s): {reason}")
+            for row in group[:20]:
+                when = datetime.fromtimestamp(row.died, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+                print(f"  {when}Z  {row.event_id}  attempts={row.attempts}  {row.answer[:160]}")
+            if len(group) > 20:
+                print(f"  ... and {len(group) - 20} more")
+        print(f"\n{len(rows)} dead letter(s). After a fix: tagrelay replay [--destination NAME] [--since TIME]")
+        return EXIT_OK
+
+    return _guard(run)
+
+
+def _replay(args: argparse.Namespace) -> int:
+    async def run() -> int:
+        outbox = _open_outbox()
+        await outbox.open()
+        try:
+            n = await outbox.replay(args.destination, args.since, args.until)
+        finally:
+            await outbox.close()
+        print(f"queued {n} dead letter(s) again; a running tagrelay sends them within a second")
+        return EXIT_OK
+
+    return _guard(run)
+
+
+def _trace(args: argparse.Namespace) -> int:
+    async def run() -> int:
+        outbox = _open_outbox()
+        await outbox.open()
+        try:
+            rows = await outbox.trace(args.event_id)
+        finally:
+            await outbox.close()
+        if not rows:
+            print(f"nothing recorded for event {args.event_id!r} (unknown, or older than the ledger's retention)")
+            return EXIT_PROBLEM
+        for row in rows:
+            when = datetime.fromtimestamp(row.at, timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+            print(f"{when}Z  {row.destination or '-':<16} {row.what:<9} {row.detail}")
+        return EXIT_OK
+
+    return _guard(run)
+
+
+def _guard(run: Any) -> int:
+    from .delivery import OutboxError
+
+    try:
+        return int(asyncio.run(run()))
+    except (SettingsError, OutboxError) as exc:
+        print(f"tagrelay: {exc}", file=sys.stderr)
+        return EXIT_PROBLEM
 
 
 def _check(args: argparse.Namespace) -> int:
     rules = _load(args.rules)
     if rules is None:
         return EXIT_PROBLEM
-    print(f"{args.rules}: {len(rules.destinations)} destination(s), {len(rules.routes)} route(s)")
+    print(
+        f"{args.rules}: {len(rules.destinations)} destination(s) enabled, {len(rules.disabled)} disabled,"
+        f" {len(rules.routes)} route(s)"
+    )
     for name, d in rules.destinations.items():
         need = f" (needs consent: {', '.join(d.consent)})" if d.consent else ""
         print(f"  destination {name}: {d.type}{need}")

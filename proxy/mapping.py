@@ -73,7 +73,10 @@ class Mapping:
             if isinstance(value, Undefined) or value is None or value == "":
                 _remove_path(payload, f.path)
             else:
-                set_path(payload, f.path, value)
+                try:
+                    set_path(payload, f.path, value)
+                except ValueError as exc:
+                    raise MappingError(f"set.{f.key}: {exc}") from None
         return payload
 
 
@@ -111,13 +114,27 @@ def flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def set_path(target: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    """Set ``value`` at ``path``, creating tables on the way.
+
+    Refuses (ValueError) to walk through a list or a plain value, and to
+    replace a table or list with a plain value: either would wreck the
+    vendor payload's structure rather than change one field of it.
+    """
     node = target
-    for part in path[:-1]:
+    for i, part in enumerate(path[:-1]):
         child = node.get(part)
-        if not isinstance(child, dict):
+        if child is None:
             child = {}
             node[part] = child
+        elif not isinstance(child, dict):
+            where = ".".join(path[: i + 1])
+            kind = "a list (paths cannot index into lists)" if isinstance(child, list) else "a plain value"
+            raise ValueError(f"{where!r} is {kind}")
         node = child
+    old = node.get(path[-1])
+    if isinstance(old, (dict, list)) and not isinstance(value, type(old)):
+        kind = "table" if isinstance(old, dict) else "list"
+        raise ValueError(f"{'.'.join(path)!r} is a {kind} in the payload; it cannot become {type(value).__name__}")
     node[path[-1]] = value
 
 

@@ -21,6 +21,7 @@ and sends to it wins, so one event reaches one destination at most once.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import re
@@ -89,6 +90,9 @@ class Route:
     conditions: tuple[tuple[str, Callable[[Any], bool], str], ...]  # (path, test, text)
     to: tuple[str, ...]
     mapping: Mapping
+    # Per path, the values an equality or any-of condition admits (for the
+    # shadowed-route warning); absent for other operators.
+    admits: dict[str, frozenset[Any]] = field(default_factory=dict)
 
     def matches(self, view: dict[str, Any]) -> bool:
         return all(test(_lookup(view, path)) for path, test, _ in self.conditions)
@@ -154,7 +158,9 @@ def load_rules(directory: Path, env: TMapping[str, str] | None = None) -> RuleSe
     problems: list[str] = []
     warnings: list[str] = []
     if not directory.is_dir():
-        raise RulesError([f"{directory}: not a directory of rule files"])
+        raise RulesError(
+            [f"{directory}: no such directory (relative paths start from {Path.cwd()}; pass the rules directory)"]
+        )
     files = sorted(p for p in directory.iterdir() if p.suffix == ".toml" and p.is_file())
     if not files:
         raise RulesError([f"{directory}: no *.toml rule files"])
@@ -195,14 +201,16 @@ def load_rules(directory: Path, env: TMapping[str, str] | None = None) -> RuleSe
 
     destinations: dict[str, Destination] = {}
     disabled: dict[str, str] = {}
+    declared: dict[str, str] = {}  # name -> file that declared it first
     for label, name, body in raw_dests:
         where = f"{label}: destinations.{name}"
         if not _NAME.match(name):
             problems.append(f"{where}: name must be lowercase letters, digits and _ (starting with a letter)")
             continue
-        if name in destinations or name in disabled:
-            problems.append(f"{where}: destination {name!r} is declared twice")
+        if name in declared:
+            problems.append(f"{where}: destination {name!r} is already declared in {declared[name]}; pick another name")
             continue
+        declared[name] = label
         dest, why, errs = _destination(label, name, body, env)
         problems.extend(f"{where}.{e}" for e in errs)
         if why:
@@ -215,7 +223,7 @@ def load_rules(directory: Path, env: TMapping[str, str] | None = None) -> RuleSe
     seen_names: set[str] = set()
     for label, i, body in raw_routes:
         where = f"{label}: routes[{i}]"
-        route, errs = _route(label, i, body, set(destinations) | set(disabled))
+        route, errs = _route(label, i, body, set(destinations) | set(disabled), set(declared))
         problems.extend(f"{where}.{e}" for e in errs)
         if route is not None:
             if route.name in seen_names:
@@ -223,6 +231,7 @@ def load_rules(directory: Path, env: TMapping[str, str] | None = None) -> RuleSe
             seen_names.add(route.name)
             route_list.append(route)
 
+    warnings.extend(_shadowed(route_list))
     used = {n for r in route_list for n in r.to}
     for name in destinations:
         if name not in used:
@@ -255,18 +264,25 @@ def _destination(
 
     settings: dict[str, Any] = {}
     unset: list[str] = []
+    unset_keys: list[str] = []
     for key, value in body.items():
         if key in ("type", "optional", "consent"):
             continue
         if key in cls.secret_keys and isinstance(value, str) and value and not _ENV_REF.fullmatch(value):
             errs.append(f"{key}: secrets are never written in rule files; use \"${{ENV_NAME}}\"")
             continue
+        before = len(unset)
         settings[key] = _expand(value, env, unset)
+        if len(unset) > before:
+            unset_keys.append(key)
     if unset:
         names = ", ".join(sorted(set(unset)))
         if optional is True:
             return None, f"environment variable(s) {names} not set", errs
-        errs.append(f"environment variable(s) {names} not set (or mark the destination optional = true)")
+        keys = ", ".join(unset_keys)
+        errs.append(
+            f"{keys}: environment variable(s) {names} not set (set them, or mark the destination optional = true)"
+        )
     if errs:
         return None, "", errs
     try:
@@ -295,7 +311,9 @@ def _expand(value: Any, env: TMapping[str, str], unset: list[str]) -> Any:
     return value
 
 
-def _route(label: str, index: int, body: dict[str, Any], known: set[str]) -> tuple[Route | None, list[str]]:
+def _route(
+    label: str, index: int, body: dict[str, Any], known: set[str], declared: set[str]
+) -> tuple[Route | None, list[str]]:
     errs: list[str] = []
     for key in body:
         if key not in ("name", "match", "to", "set"):
@@ -311,10 +329,14 @@ def _route(label: str, index: int, body: dict[str, Any], known: set[str]) -> tup
         errs.append("to: must name one or more destinations")
         to = []
     for t in to:
+        if t in declared and t not in known:
+            continue  # the destination's own problems are reported already
         if t not in known:
-            errs.append(f"to: no destination named {t!r} (known: {', '.join(sorted(known)) or 'none'})")
+            hint = _did_you_mean(t, declared)
+            errs.append(f"to: no destination named {t!r}{hint} (known: {', '.join(sorted(declared)) or 'none'})")
     match = body.get("match", {})
     conditions: list[tuple[str, Callable[[Any], bool], str]] = []
+    admits: dict[str, frozenset[Any]] = {}
     if not isinstance(match, dict):
         errs.append("match: must be a table")
         match = {}
@@ -330,6 +352,10 @@ def _route(label: str, index: int, body: dict[str, Any], known: set[str]) -> tup
             continue
         path = "name" if key == "event" else key
         conditions.append((path, test, text))
+        if _scalar(spec):
+            admits[path] = frozenset([spec])
+        elif isinstance(spec, list):
+            admits[path] = frozenset(spec)
     table = body.get("set", {})
     if not isinstance(table, dict):
         errs.append("set: must be a table of \"payload.path\" = value")
@@ -338,22 +364,58 @@ def _route(label: str, index: int, body: dict[str, Any], known: set[str]) -> tup
     errs.extend(f"set.{k}: {m}" for k, m in mproblems)
     if errs:
         return None, errs
-    return Route(name, label, tuple(conditions), tuple(to), mapping), []
+    return Route(name, label, tuple(conditions), tuple(to), mapping, admits), []
 
 
 def _check_path(key: str) -> str:
     parts = key.split(".")
     top = parts[0]
     if top not in _VIEW_KEYS:
-        return f"unknown field (known: {', '.join(sorted(_VIEW_KEYS))}, or params.NAME)"
+        hint = _did_you_mean(top, _VIEW_KEYS)
+        return f"unknown field{hint} (known: {', '.join(sorted(_VIEW_KEYS))}, or params.NAME)"
     allowed = _VIEW_KEYS[top]
     if allowed is None:
         return "" if len(parts) > 1 else f"name a field inside {top}, e.g. {top}.value"
     if not allowed:
         return "" if len(parts) == 1 else f"{top} has no fields"
     if len(parts) != 2 or parts[1] not in allowed:
-        return f"unknown field (known: {', '.join(f'{top}.{a}' for a in sorted(allowed))})"
+        hint = _did_you_mean(parts[-1], allowed, prefix=top + ".")
+        return f"unknown field{hint} (known: {', '.join(f'{top}.{a}' for a in sorted(allowed))})"
     return ""
+
+
+def _covers(first: Route, later: Route) -> bool:
+    """True when every event ``later`` matches is also matched by ``first``."""
+    later_by_path = {path: text for path, _, text in later.conditions}
+    for path, _, text in first.conditions:
+        if later_by_path.get(path) == text:
+            continue
+        wide, narrow = first.admits.get(path), later.admits.get(path)
+        if wide is not None and narrow is not None and narrow <= wide:
+            continue
+        return False
+    return True
+
+
+def _shadowed(routes: list[Route]) -> list[str]:
+    """Warnings for routes that can never send to a destination: an earlier route takes all they match."""
+    out = []
+    for j, later in enumerate(routes):
+        for dest in later.to:
+            for first in routes[:j]:
+                if dest in first.to and _covers(first, later):
+                    out.append(
+                        f"{later.file}: route {later.name!r} never sends to {dest!r}: route {first.name!r}"
+                        f" ({first.file}) comes first and matches every event this one does"
+                        " (the first matching route per destination wins; put the narrower route first)"
+                    )
+                    break
+    return out
+
+
+def _did_you_mean(word: str, choices: Any, prefix: str = "") -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.7)
+    return f"; did you mean {prefix}{close[0]!r}?" if close else ""
 
 
 _MISSING = object()
@@ -413,7 +475,7 @@ def _condition(key: str, spec: Any) -> tuple[Callable[[Any], bool], str]:
             tests.append(lambda v, inner=inner: not inner(v))
         elif op in ("gt", "gte", "lt", "lte"):
             if _number(arg) is None or isinstance(arg, str):
-                raise ValueError(f"{op}: must be a number")
+                raise ValueError(f"{op}: {arg!r} is not a number")
             tests.append(_compare(op, float(arg)))
         elif op == "regex":
             if not isinstance(arg, str):

@@ -67,3 +67,19 @@ def test_render_error_names_the_key():
     mapping, _ = compile_mapping({"v": "{{ params.value / 0 }}"})
     with pytest.raises(MappingError, match="set.v"):
         mapping.apply({}, VIEW)
+
+
+def test_path_through_a_list_is_an_error_not_a_wrecked_payload():
+    """set.events.0.x cannot index into a list: a MappingError, the payload untouched."""
+    mapping, _ = compile_mapping({"events.0.params.y": "EUR"})
+    payload = {"events": [{"name": "purchase"}]}
+    with pytest.raises(MappingError, match="paths cannot index into lists"):
+        mapping.apply(payload, VIEW)
+    assert payload == {"events": [{"name": "purchase"}]}
+
+
+def test_a_table_cannot_be_replaced_by_a_plain_value():
+    """Replacing a structured field with a string is refused."""
+    mapping, _ = compile_mapping({"custom_data": "oops"})
+    with pytest.raises(MappingError, match="is a table"):
+        mapping.apply({"custom_data": {"value": 1}}, VIEW)

@@ -137,3 +137,32 @@ def test_optional_destination_without_env_is_disabled_with_a_warning(tmp_path):
     _, skips = rules.plan(event())
     assert "m" in rules.disabled and [(s.destination, s.reason) for s in skips] == [("m", "disabled")]
     assert any("disabled" in w for w in rules.warnings)
+
+
+def test_a_route_shadowed_by_an_earlier_wider_route_is_warned_about(tmp_path):
+    """A purchase route after a route taking all shop events to the same destination gets a warning."""
+    write(tmp_path, FILE_DEST + '[[routes]]\nname = "wide"\nmatch = { event = ["page_view", "purchase"], bot = false }\nto = ["log"]\n'
+          '[[routes]]\nname = "narrow"\nmatch = { event = "purchase", "params.value" = { gte = 100 }, bot = false }\nto = ["log"]\n')
+    (warning,) = [w for w in load_rules(tmp_path, env={}).warnings if "never sends" in w]
+    assert "route 'narrow' never sends to 'log'" in warning and "'wide'" in warning
+
+
+def test_narrower_route_first_is_not_warned_about(tmp_path):
+    """The same two routes in the right order give no warning."""
+    write(tmp_path, FILE_DEST + '[[routes]]\nname = "narrow"\nmatch = { event = "purchase", "params.value" = { gte = 100 } }\nto = ["log"]\n'
+          '[[routes]]\nname = "wide"\nmatch = { event = ["page_view", "purchase"] }\nto = ["log"]\n')
+    assert not [w for w in load_rules(tmp_path, env={}).warnings if "never sends" in w]
+
+
+def test_misspelt_match_field_gets_a_suggestion(tmp_path):
+    """'evnt' is answered with: did you mean 'event'?"""
+    write(tmp_path, FILE_DEST + '[[routes]]\nmatch = { evnt = "purchase" }\nto = ["log"]\n')
+    assert "did you mean 'event'?" in problems(tmp_path)[0]
+
+
+def test_duplicate_destination_names_the_first_file(tmp_path):
+    """A destination declared twice says where the first one is."""
+    write(tmp_path, FILE_DEST + '[[routes]]\nto = ["log"]\n')
+    write(tmp_path, FILE_DEST, "20-again.toml")
+    (found,) = problems(tmp_path)
+    assert "already declared in" in found and "10-test.toml" in found

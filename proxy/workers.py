@@ -1,0 +1,102 @@
+"""``tagrelay serve --workers N``: N server processes sharing one port.
+
+Every worker binds the same address with ``SO_REUSEPORT`` (the kernel spreads
+connections between them) and runs the whole service: collection, delivery
+lanes, housekeeping. They share the outbox file; leases keep two workers
+from sending the same rows, and the rows of a worker that dies are claimed
+again once its leases run out. The supervisor restarts a worker that dies
+and passes SIGTERM/SIGINT on for a graceful stop.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import tempfile
+import time
+from typing import Any, Callable
+
+from .settings import Settings
+
+__all__ = ["supervise"]
+
+log = logging.getLogger("proxy.workers")
+
+_RESTART_WINDOW_SECS = 10.0
+_MAX_QUICK_DEATHS = 5
+
+
+def supervise(settings: Settings, count: int, run_worker: Callable[..., int]) -> int:
+    """Start ``count`` workers, keep them running, stop them on SIGTERM or SIGINT."""
+    # Before anything imports prometheus_client (it picks its value store at
+    # import): counters of every worker go to files here, and /metrics adds
+    # them up.
+    metrics_dir = tempfile.mkdtemp(prefix="tagrelay-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    from .telemetry import setup_logging
+
+    setup_logging()
+    ctx = multiprocessing.get_context("fork")
+    stopping = False
+
+    def start(index: int) -> Any:
+        proc = ctx.Process(
+            target=_child,
+            args=(run_worker, settings, index == 0),
+            name=f"tagrelay-worker-{index}",
+            daemon=False,
+        )
+        proc.start()
+        return proc
+
+    def stop(signum: int, _frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+        for proc in procs:
+            if proc.is_alive() and proc.pid is not None:
+                os.kill(proc.pid, signal.SIGTERM)
+
+    procs = [start(i) for i in range(count)]
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    log.info("started %d workers sharing %s:%d", count, settings.host, settings.port)
+    deaths: list[float] = []
+    try:
+        while True:
+            alive = [p for p in procs if p.is_alive()]
+            if stopping and not alive:
+                break
+            for i, proc in enumerate(procs):
+                if proc.is_alive() or stopping:
+                    continue
+                _mark_dead(proc.pid)
+                now = time.monotonic()
+                deaths = [t for t in deaths if now - t < _RESTART_WINDOW_SECS] + [now]
+                if len(deaths) > _MAX_QUICK_DEATHS:
+                    log.error("workers keep dying (%d in %.0fs); stopping", len(deaths), _RESTART_WINDOW_SECS)
+                    stop(signal.SIGTERM, None)
+                    break
+                log.error("worker %d (pid %s) died with exit code %s; starting a new one", i, proc.pid, proc.exitcode)
+                procs[i] = start(i)
+            time.sleep(0.2)
+    finally:
+        for proc in procs:
+            proc.join(timeout=30)
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+    return 0
+
+
+def _child(run_worker: Callable[..., int], settings: Settings, announce: bool) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor turns ^C into SIGTERM
+    raise SystemExit(run_worker(settings, announce=announce, reuse_port=True))
+
+
+def _mark_dead(pid: int | None) -> None:
+    if pid is None:
+        return
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(pid)
