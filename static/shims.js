@@ -10,14 +10,12 @@
     content_name: 'item_name', product_name: 'item_name', item_price: 'price', product_price: 'price',
     product_quantity: 'quantity', category: 'item_category', content_category: 'item_category',
     product_category: 'item_category', product_brand: 'item_brand', product_variant: 'item_variant' };
-  // Standard events, keyed lowercase without "_".
-  ('view_item viewcontent|add_to_cart addtocart addcart|add_to_wishlist addtowishlist|begin_checkout ' +
-   'initiatecheckout startcheckout|add_payment_info addpaymentinfo addbilling|purchase purchase ' +
-   'completepayment checkout|generate_lead lead submitform|sign_up completeregistration signup|search search|' +
-   'view_item_list listview viewcategory|login login|share share|contact contact|customize_product ' +
-   'customizeproduct|donate donate|find_location findlocation|schedule schedule|start_trial starttrial|' +
-   'submit_application submitapplication|subscribe subscribe|page_view pageview pagevisit').split('|')
-    .forEach(function (s) { s = s.split(' '); for (var j = 1; j < s.length; j++) NAME[s[j]] = s[0]; });
+  // Standard events, keyed lowercase without "_"; the canonical name is a key too.
+  ('view_item viewcontent|add_to_cart addcart|add_to_wishlist|begin_checkout initiatecheckout startcheckout|' +
+   'add_payment_info addbilling|purchase completepayment checkout|generate_lead lead submitform|sign_up ' +
+   'completeregistration|search|view_item_list listview viewcategory|login|share|contact|customize_product|' +
+   'donate|find_location|schedule|start_trial|submit_application|subscribe|page_view pagevisit').split('|')
+    .forEach(function (s) { s = s.split(' '); s.concat(s[0].replace(/_/g, '')).forEach(function (k) { NAME[k] = s[0]; }); });
 
   function own(m, k) { return m && O.hasOwnProperty.call(m, k) ? m[k] : '' }
   function obj(o) { return o && typeof o == 'object' ? o : {} }
@@ -109,7 +107,8 @@
       ev(b, x);
     }
     if (c == 'config') {
-      if (p.send_page_view === false) tr('config', { page_view: false });
+      // Only GA's page views are the collector's; an Ads ID's setting is not.
+      if (p.send_page_view === false && /^G/.test(b)) tr('config', { page_view: false });
       user(0, 0, 0, 0, p.user_id);
     }
     if (c == 'set') {

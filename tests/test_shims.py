@@ -649,6 +649,21 @@ async def test_gtag_config_without_page_view_turns_the_automatic_one_off(site, b
 
 
 @needs_chromium
+async def test_gtag_ads_config_without_page_view_keeps_the_automatic_one(site, browser):
+    """send_page_view false on a Google Ads ID (AW-) leaves the collector's page_view on."""
+    url = site.shims_first(
+        gtag_stub(),
+        script("gtag('config', 'AW-123456789', {send_page_view: false});"),
+        loader_last=True,
+    )
+
+    page = await open_page(browser, url)
+    names = await site.settle(page)
+
+    assert names == ["page_view", "marker"]
+
+
+@needs_chromium
 async def test_gtag_set_user_data_becomes_user_data(site, browser):
     """gtag set user_data's email, phone_number and address names become tagrelay user data."""
     url = site.shims_first(
