@@ -9,8 +9,11 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
+import rjsmin
 from aiohttp import web
 
 from .collect import Hit, HitError, hit_from_query, parse_hit
@@ -32,33 +35,44 @@ RULES = web.AppKey("rules", RuleSet)
 DELIVERY = web.AppKey("delivery", Delivery)
 ENRICHER = web.AppKey("enricher", Enricher)
 METRICS = web.AppKey("metrics", Metrics)
-_SCRIPT = web.AppKey("script", "CollectorScript")
+_SCRIPTS = web.AppKey("scripts", dict)
 
 _PLACEHOLDER = '"__TAGRELAY_COLLECT__"'
 
 
-class CollectorScript:
-    """The collector, with its endpoint filled in, compressed once, with an ETag."""
+class Script:
+    """A static script, minified and compressed once, served with an ETag.
 
-    def __init__(self, source: str, collect_path: str) -> None:
-        if _PLACEHOLDER not in source:
-            raise ValueError(f"collector script has no {_PLACEHOLDER} placeholder")
-        text = source.replace(_PLACEHOLDER, orjson.dumps(collect_path).decode())
+    The collector gets its endpoint written in (the ``"__TAGRELAY_COLLECT__"``
+    placeholder) so the page needs no configuration.
+    """
+
+    def __init__(self, source: str, collect_path: str | None = None) -> None:
+        text = rjsmin.jsmin(source)
+        if collect_path is not None:
+            if _PLACEHOLDER not in text:
+                raise ValueError(f"collector script has no {_PLACEHOLDER} placeholder")
+            text = text.replace(_PLACEHOLDER, orjson.dumps(collect_path).decode())
         self.plain = text.encode("utf-8")
         self.gzipped = gzip.compress(self.plain, compresslevel=9, mtime=0)
         self.etag = '"' + hashlib.sha256(self.plain).hexdigest()[:20] + '"'
 
 
 def make_app(settings: Settings, rules: RuleSet) -> web.Application:
-    app = web.Application(client_max_size=settings.max_body_bytes)
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[_last_resort])
     app[SETTINGS] = settings
+    # Opened here, not at start-up, so a bad geo database is a clear error
+    # before the server binds (GeoDatabaseError is a SettingsError).
+    app[ENRICHER] = Enricher(settings)
     app[RULES] = rules
     app[METRICS] = Metrics()
-    app[_SCRIPT] = CollectorScript(
-        (settings.static_dir / "collector.js").read_text(encoding="utf-8"), settings.collect_path
-    )
+    static = settings.static_dir
+    app[_SCRIPTS] = {settings.script_path: Script((static / "collector.js").read_text("utf-8"), settings.collect_path)}
+    if settings.shims_path:
+        app[_SCRIPTS][settings.shims_path] = Script((static / "shims.js").read_text("utf-8"))
     app.cleanup_ctx.append(_lifecycle)
-    app.router.add_get(settings.script_path, _script)
+    for path in app[_SCRIPTS]:
+        app.router.add_get(path, _script)
     app.router.add_route("POST", settings.collect_path, _collect)
     app.router.add_route("GET", settings.collect_path, _collect)
     app.router.add_route("OPTIONS", settings.collect_path, _preflight)
@@ -77,7 +91,6 @@ def make_app(settings: Settings, rules: RuleSet) -> web.Application:
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    app[ENRICHER] = Enricher(settings)
     outbox = Outbox(
         settings.outbox_file,
         max_rows=settings.outbox_max_rows,
@@ -113,6 +126,20 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         app[ENRICHER].close()
 
 
+@web.middleware
+async def _last_resort(request: web.Request, handler: Any) -> web.StreamResponse:
+    """A bug answers a short JSON 500 and is logged once with its traceback."""
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("bug while answering %s %s", request.method, request.path)
+        return web.json_response({"error": "internal error (logged)"}, status=500)
+
+
 async def _housekeeping(app: web.Application) -> None:
     """Refresh the outbox gauges every few seconds; prune the ledger hourly."""
     delivery, metrics = app[DELIVERY], app[METRICS]
@@ -135,7 +162,7 @@ async def _housekeeping(app: web.Application) -> None:
 
 
 async def _script(request: web.Request) -> web.StreamResponse:
-    script = request.app[_SCRIPT]
+    script = request.app[_SCRIPTS][request.path]
     headers = {
         "Content-Type": "application/javascript; charset=utf-8",
         "Cache-Control": "public, max-age=3600",
@@ -164,10 +191,18 @@ async def _collect(request: web.Request) -> web.Response:
         if request.method == "POST":
             hit = parse_hit(await _body(request), settings)
         else:
-            hit = hit_from_query(dict(request.query), request.headers.get("Referer", ""), settings)
+            hit = hit_from_query(_strict_query(request), request.headers.get("Referer", ""), settings)
     except HitError as exc:
         return _refused(request, exc)
     return await _accept(request, hit)
+
+
+def _strict_query(request: web.Request) -> dict[str, str]:
+    """The query, decoded as strict UTF-8 (aiohttp would turn bad bytes into U+FFFD)."""
+    try:
+        return dict(parse_qsl(request.rel_url.raw_query_string, errors="strict"))
+    except UnicodeDecodeError:
+        raise HitError("query: a percent-encoded value is not valid UTF-8") from None
 
 
 async def _ga4_collect(request: web.Request) -> web.Response:
@@ -194,6 +229,10 @@ async def _body(request: web.Request) -> bytes:
     except web.HTTPRequestEntityTooLarge:
         limit = request.app[SETTINGS].max_body_bytes
         raise HitError(f"body: over the limit of {limit} bytes", 413) from None
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # undecodable Content-Encoding, a client gone mid-body, ...
+        raise HitError(f"body: cannot be read ({type(exc).__name__}); send it plain or with valid gzip") from None
 
 
 def _refused(request: web.Request, exc: HitError) -> web.Response:
@@ -240,6 +279,12 @@ async def _accept(
 
     metrics.hits.labels("204").inc()
     metrics.events_accepted.inc(len(events))
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug(
+            "hit from %s (%s): %d event(s) [%s], %d queued, %s",
+            ctx.ip, ctx.ua.bot_reason or ctx.ua.browser, len(events), ",".join(e.name for e in events),
+            len(rows), "; ".join(f"{x.destination or '-'} {x.what}: {x.detail}" for x in ledger if x.what != "queued") or "nothing skipped",
+        )
     response = web.Response(status=204, headers=_NO_STORE)
     for c in cookies:
         response.set_cookie(
@@ -281,8 +326,9 @@ async def _preflight(request: web.Request) -> web.Response:
         "Access-Control-Max-Age": "86400",
     }
     if origin:
+        # No credentials: a cross-origin fetch with cookies is not how the
+        # collector sends, and allowing it for any origin would be too wide.
         headers["Access-Control-Allow-Origin"] = origin
-        headers["Access-Control-Allow-Credentials"] = "true"
         headers["Vary"] = "Origin"
     return web.Response(status=204, headers=headers)
 

@@ -292,9 +292,13 @@ def _try(args: argparse.Namespace) -> int:
     if rules is None:
         return EXIT_PROBLEM
     try:
-        doc = orjson.loads(args.event.read_bytes())
         settings = Settings.from_env()
         enricher = Enricher(settings)
+    except SettingsError as exc:
+        print(f"tagrelay: bad setting: {exc}", file=sys.stderr)
+        return EXIT_PROBLEM
+    try:
+        doc = orjson.loads(args.event.read_bytes())
         event = event_from_json(doc, enricher)
     except OSError as exc:
         print(f"tagrelay: cannot read {args.event}: {exc.strerror}", file=sys.stderr)
@@ -302,10 +306,11 @@ def _try(args: argparse.Namespace) -> int:
     except orjson.JSONDecodeError as exc:
         print(f"tagrelay: {args.event}: not valid JSON: {exc}", file=sys.stderr)
         return EXIT_PROBLEM
-    except (SettingsError, ValueError) as exc:
+    except (TypeError, ValueError) as exc:
         print(f"tagrelay: {args.event}: {exc}", file=sys.stderr)
         return EXIT_PROBLEM
     planned, skips = route(rules, event)
+    shown = {p.destination.name for p in planned} | {s.destination for s in skips}
     print(f"event {event.name} ({event.id})")
     for p in planned:
         head = f"\n== {p.destination.name} ({p.destination.type}) via route {p.route.name!r}"
@@ -316,8 +321,8 @@ def _try(args: argparse.Namespace) -> int:
         _print_request(p.destination.adapter, p.payload)
     for s in skips:
         print(f"\n== {s.destination}: skipped ({s.reason})")
-    if not planned and not skips:
-        print("\nno route matches this event")
+    for name in sorted(set(rules.destinations) - shown):
+        print(f"\n== {name}: no route sends this event there")
     asyncio.run(rules.close())
     return EXIT_OK
 
@@ -349,11 +354,27 @@ def event_from_json(doc: Any, enricher: Any) -> Event:
     """
     if not isinstance(doc, dict) or not isinstance(doc.get("name"), str):
         raise ValueError("must be a JSON object with at least a string 'name'")
+    known = {"name", "id", "time", "source", "action_source", "page", "user", "user_id", "params", "context"}
+    unknown_keys = sorted(set(doc) - known)
+    if unknown_keys:
+        raise ValueError(f"unknown key(s) {unknown_keys} (known: {sorted(known)})")
     page = doc.get("page") or {}
     user = doc.get("user") or {}
     ctx_in = doc.get("context") or {}
     if not all(isinstance(x, dict) for x in (page, user, ctx_in, doc.get("params") or {})):
         raise ValueError("page, user, params and context must be objects")
+    for key in ("consent", "click_ids", "ids"):
+        if not isinstance(ctx_in.get(key) or {}, dict):
+            raise ValueError(f"context.{key} must be an object")
+    if not all(isinstance(v, bool) for v in (ctx_in.get("consent") or {}).values()):
+        raise ValueError("context.consent values must be true or false")
+    if not all(isinstance(v, str) for v in (*(ctx_in.get("click_ids") or {}).values(), *user.values())):
+        raise ValueError("context.click_ids and user values must be strings")
+    when = doc.get("time")
+    if when is not None and (isinstance(when, bool) or not isinstance(when, (int, float))):
+        raise ValueError("time must be unix seconds (a number)")
+    if when is not None and when > 100_000_000_000:
+        when = when / 1000.0  # milliseconds, as the collector sends
     headers = {"User-Agent": str(ctx_in.get("user_agent", ""))}
     ctx, _ = enricher.context(
         peer=str(ctx_in.get("ip", "")) or None,
@@ -372,7 +393,7 @@ def event_from_json(doc: Any, enricher: Any) -> Event:
     return Event(
         name=doc["name"],
         id=str(doc.get("id") or uuid.uuid4().hex),
-        time=float(doc.get("time") or time.time()),
+        time=float(when or time.time()),
         source=str(doc.get("source", "server")),
         action_source=str(doc.get("action_source", "website")),
         page=Page(str(page.get("url", "")), str(page.get("referrer", "")), str(page.get("title", ""))),

@@ -35,8 +35,9 @@ from .settings import Settings
 
 __all__ = ["Hit", "HitEvent", "HitError", "parse_hit", "hit_from_query"]
 
-_EVENT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
-_EVENT_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")
+_EVENT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
+_EVENT_ID = re.compile(r"[A-Za-z0-9._:\-]{1,64}")
+_MAX_KEY_CHARS = 128
 _PURPOSES = frozenset({"analytics", "ads", "ad_personalization", "ad_user_data"})
 _USER_KEYS = frozenset({"email", "phone", "first_name", "last_name", "external_id"})
 CLICK_IDS = frozenset(
@@ -141,12 +142,12 @@ def _event(e: Any, where: str, s: Settings, now: float) -> HitEvent:
     if not isinstance(e, dict):
         raise HitError(f"{where}: must be an object")
     name = e.get("name")
-    if not isinstance(name, str) or not _EVENT_NAME.match(name):
-        raise HitError(f"{where}.name: {_show(name)} is not an event name (a letter, then letters, digits or _; at most 64)")
+    if not isinstance(name, str) or not _EVENT_NAME.fullmatch(name):
+        raise HitError(f"{where}.name: not an event name (a letter, then letters, digits or _; at most 64)")
     eid = e.get("id")
     if eid is None:
         eid = uuid.uuid4().hex
-    elif not isinstance(eid, str) or not _EVENT_ID.match(eid):
+    elif not isinstance(eid, str) or not _EVENT_ID.fullmatch(eid):
         raise HitError(f"{where}.id: must be 1 to 64 characters of A-Z a-z 0-9 . _ : -")
     when = e.get("time")
     if when is None:
@@ -172,7 +173,7 @@ def _event(e: Any, where: str, s: Settings, now: float) -> HitEvent:
         raise HitError(f"{where}.params: must be an object")
     if len(params) > s.max_params:
         raise HitError(f"{where}.params: {len(params)} parameters is over the limit of {s.max_params}", 413)
-    checked = {k: _value(v, f"{where}.params.{_show(k)}", s, 1) for k, v in params.items()}
+    checked = {_key(k, f"{where}.params"): _value(v, f"{where}.params.{_show(k)}", s, 1) for k, v in params.items()}
     return HitEvent(name, eid, t, p, checked)
 
 
@@ -192,8 +193,14 @@ def _value(v: Any, where: str, s: Settings, depth: int) -> Any:
     if isinstance(v, dict):
         if len(v) > s.max_params:
             raise HitError(f"{where}: {len(v)} keys is over the limit of {s.max_params}", 413)
-        return {k: _value(x, f"{where}.{_show(k)}", s, depth + 1) for k, x in v.items()}
+        return {_key(k, where): _value(x, f"{where}.{_show(k)}", s, depth + 1) for k, x in v.items()}
     raise HitError(f"{where}: unsupported value")  # pragma: no cover - JSON has no other types
+
+
+def _key(k: str, where: str) -> str:
+    if len(k) > _MAX_KEY_CHARS:
+        raise HitError(f"{where}: a key of {len(k)} characters is over the limit of {_MAX_KEY_CHARS}", 413)
+    return k
 
 
 def _string(v: Any, where: str, s: Settings) -> str:
@@ -218,7 +225,8 @@ def _user(user: Any) -> UserData:
     data = UserData()
     for k, v in user.items():
         if k not in _USER_KEYS:
-            raise HitError(f"user.{_show(k)}: unknown field (known: {', '.join(sorted(_USER_KEYS))})")
+            # The key is not echoed: a page may put PII anywhere.
+            raise HitError(f"user: unknown field (known: {', '.join(sorted(_USER_KEYS))})")
         if v is None:
             continue
         if not isinstance(v, str) or len(v) > _MAX_USER_VALUE:

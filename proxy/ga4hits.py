@@ -69,15 +69,15 @@ __all__ = [
 log = logging.getLogger("proxy.ga4hits")
 
 # The same rules as the JSON collect endpoint, so a GA4 event routes like any other.
-_EVENT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
-_EVENT_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")
-_MEASUREMENT_ID = re.compile(r"^G-[A-Za-z0-9]{1,30}$")
-_DIGITS = re.compile(r"^[0-9]{1,20}$")
+_EVENT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}\Z")
+_EVENT_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,64}\Z")
+_MEASUREMENT_ID = re.compile(r"^G-[A-Za-z0-9]{1,30}\Z")
+_DIGITS = re.compile(r"^[0-9]{1,20}\Z")
 # A number as JavaScript's String(number) writes it. Python's float() would
 # also take "nan", "inf", "1_000" and surrounding blanks, which gtag never sends.
-_JS_NUMBER = re.compile(r"^-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$")
-_JS_INTEGER = re.compile(r"^-?[0-9]+$")
-_ITEM_KEY = re.compile(r"^pr([0-9]+)$")
+_JS_NUMBER = re.compile(r"^-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\Z")
+_JS_INTEGER = re.compile(r"^-?[0-9]+\Z")
+_ITEM_KEY = re.compile(r"^pr([0-9]+)\Z")
 _CUSTOM_ITEM = re.compile(r"^([kv])([0-9])(.*)$", re.DOTALL)
 
 _MAX_ITEMS = (
@@ -158,12 +158,12 @@ _GCD_SIGNALS = (
     ("ad_user_data", 6),
     ("ad_personalization", 8),
 )
-_GCD_SHAPE = re.compile(r"^[0-9][0-9](?:[a-z][0-9A-Z]){3}[a-z][0-9A-Za-z]*$")
+_GCD_SHAPE = re.compile(r"^[0-9][0-9](?:[a-z][0-9A-Z]){3}[a-z][0-9A-Za-z]*\Z")
 # ``gcs`` is "G1" + ad_storage + analytics_storage, each 1 (granted), 0
 # (denied) or "-" (not set): sesamy-go consent.go ("Format 'G1'+'AdsStorage…'
 # +'AnalyticsStorage…'"), d8a ga4-gtag.md, giancampo.com; "G1--" is seen when
 # the page sets no consent state.
-_GCS_SHAPE = re.compile(r"^G1[01\-]{2}$")
+_GCS_SHAPE = re.compile(r"^G1[01\-]{2}\Z")
 _GCS_STATE = {"1": True, "0": False, "-": None}
 
 

@@ -13,8 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import math
+from itertools import chain, islice
+from typing import Iterable
+
 from jinja2 import ChainableUndefined, TemplateError, Undefined
-from jinja2.nativetypes import NativeCodeGenerator, native_concat
+from jinja2.nativetypes import NativeCodeGenerator
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 __all__ = ["Mapping", "MappingError", "compile_mapping", "flatten", "set_path"]
@@ -22,6 +26,21 @@ __all__ = ["Mapping", "MappingError", "compile_mapping", "flatten", "set_path"]
 
 class MappingError(ValueError):
     """A template failed at render time; the message names the key."""
+
+
+def _concat(values: Iterable[Any]) -> Any:
+    """A lone expression keeps its value; anything else is joined as text.
+
+    Unlike Jinja's own native mode, a string is never parsed as a Python
+    literal: a visitor's ``transaction_id`` of ``"0x10"`` or ``"1+2j"`` stays
+    that string instead of becoming 16 or a complex number.
+    """
+    head = list(islice(values, 2))
+    if not head:
+        return None
+    if len(head) == 1:
+        return head[0]
+    return "".join(str(v) for v in chain(head, values))
 
 
 class _Env(ImmutableSandboxedEnvironment):
@@ -32,7 +51,7 @@ class _Env(ImmutableSandboxedEnvironment):
     """
 
     code_generator_class = NativeCodeGenerator
-    concat = staticmethod(native_concat)
+    concat = staticmethod(_concat)
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         if isinstance(obj, dict):
@@ -73,6 +92,9 @@ class Mapping:
             if isinstance(value, Undefined) or value is None or value == "":
                 _remove_path(payload, f.path)
             else:
+                problem = _json_problem(value)
+                if problem:
+                    raise MappingError(f"set.{f.key}: the template's value {problem}")
                 try:
                     set_path(payload, f.path, value)
                 except ValueError as exc:
@@ -99,6 +121,28 @@ def compile_mapping(table: dict[str, Any]) -> tuple[Mapping, list[tuple[str, str
         else:
             fields.append(_Field(path, key, None, value))
     return Mapping(tuple(fields)), problems
+
+
+_INT64 = 2**63
+
+
+def _json_problem(value: Any, depth: int = 0) -> str:
+    """Why ``value`` cannot go into a JSON payload, or ""."""
+    if depth > 8:
+        return "is nested too deeply"
+    if value is None or isinstance(value, (str, bool)):
+        return ""
+    if isinstance(value, int):
+        return "" if -_INT64 <= value < _INT64 else "is an integer too large for JSON consumers"
+    if isinstance(value, float):
+        return "" if math.isfinite(value) else "is not a finite number"
+    if isinstance(value, (list, tuple)):
+        return next((p for p in (_json_problem(v, depth + 1) for v in value) if p), "")
+    if isinstance(value, dict):
+        if not all(isinstance(k, str) for k in value):
+            return "has a table with non-text keys"
+        return next((p for p in (_json_problem(v, depth + 1) for v in value.values()) if p), "")
+    return f"is a {type(value).__name__}, which JSON cannot hold"
 
 
 def flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -10,6 +10,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from .delivery import LedgerRow, QueuedRow
 from .mapping import MappingError
 from .model import Event, event_view
@@ -62,8 +64,16 @@ def plan_rows(rules: RuleSet, events: list[Event], now: float) -> tuple[list[Que
                 log.debug("event %s not sent to %s: %s", event.id, dest, p.error)
                 ledger.append(LedgerRow(event.id, now, dest, "dropped", p.error))
                 continue
-            key = p.destination.adapter.batch_key(p.payload)
-            rows.append(QueuedRow(dest, event.id, event.time, key, p.payload))
+            try:
+                # Serialised here, per event, so that one event's odd value can
+                # only drop that event, never fail the commit of everyone's.
+                data = orjson.dumps(p.payload)
+                key = p.destination.adapter.batch_key(p.payload)
+            except (TypeError, ValueError) as exc:
+                log.debug("event %s not sent to %s: payload not serialisable: %s", event.id, dest, exc)
+                ledger.append(LedgerRow(event.id, now, dest, "dropped", f"payload not serialisable: {exc}"))
+                continue
+            rows.append(QueuedRow(dest, event.id, event.time, key, data))
             ledger.append(LedgerRow(event.id, now, dest, "queued", f"route {p.route.name!r}"))
         for skip in skips:
             log.debug("event %s skipped for %s: %s", event.id, skip.destination, skip.reason)

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping as TMapping
 
+import re2
+
 from .mapping import Mapping, compile_mapping, flatten
 from .model import Event, event_view
 from .vendors import ADAPTERS
@@ -288,8 +290,29 @@ def _destination(
     try:
         adapter = cls(name, settings)
     except ConfigError as exc:
-        return None, "", [f"{k}: {m}" for k, m in exc.problems]
+        # A value that came from the environment may be a secret set in the
+        # wrong variable: it is never echoed.
+        from_env = [v for v in _env_values(body, env) if len(v) >= 4]
+        return None, "", [_scrub(f"{k}: {m}", from_env) for k, m in exc.problems]
+    adapter.env_values = tuple(v for v in _env_values(body, env) if len(v) >= 4)
     return Destination(name, kind, adapter, tuple(consent), label), "", []
+
+
+def _env_values(value: Any, env: TMapping[str, str]) -> list[str]:
+    """The environment values that ``${...}`` references in ``value`` expand to."""
+    if isinstance(value, str):
+        return [env[m.group(1)] for m in _ENV_REF.finditer(value) if env.get(m.group(1))]
+    if isinstance(value, list):
+        return [x for v in value for x in _env_values(v, env)]
+    if isinstance(value, dict):
+        return [x for v in value.values() for x in _env_values(v, env)]
+    return []
+
+
+def _scrub(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
 
 
 def _expand(value: Any, env: TMapping[str, str], unset: list[str]) -> Any:
@@ -480,10 +503,14 @@ def _condition(key: str, spec: Any) -> tuple[Callable[[Any], bool], str]:
         elif op == "regex":
             if not isinstance(arg, str):
                 raise ValueError("regex: must be a string")
+            # RE2 runs in time linear in the input: a rule's regex meets
+            # visitor-controlled text, and a backtracking engine could be
+            # made to stall the server (ReDoS). RE2 has no backreferences or
+            # lookarounds; such patterns are refused here, at load.
             try:
-                rx = re.compile(arg)
-            except re.error as exc:
-                raise ValueError(f"regex: does not compile: {exc}") from None
+                rx = re2.compile(arg)
+            except re2.error as exc:
+                raise ValueError(f"regex: {arg!r} does not compile for RE2 (no backreferences or lookarounds): {exc}") from None
             tests.append(lambda v, rx=rx: isinstance(v, str) and rx.search(v) is not None)
         elif op in ("prefix", "suffix", "contains"):
             if not isinstance(arg, str):

@@ -33,12 +33,18 @@ class Settings:
     # them (tests/test_adblock.py checks every URL the demo page requests).
     script_path: str = "/assets/c.js"
     collect_path: str = "/e"
+    # The optional drop-in pixel shims (fbq, gtag, ttq, ...); empty: not served.
+    shims_path: str = "/assets/s.js"
     # GA4's collection protocol (gtag.js with server_container_url or
     # transport_url pointed at tagrelay); empty turns it off.
     ga4_path: str = "/g/collect"
     # Peers whose forwarding headers are believed (CIDR list). Empty: the
     # TCP peer is the client.
     trusted_proxies: tuple[IPNetwork, ...] = ()
+    # The one header the trusted proxies set: x-forwarded-for, forwarded,
+    # cf-connecting-ip, or auto (the first present of those, in that order
+    # reversed; only safe when the proxy strips the headers it does not set).
+    client_ip_header: str = "x-forwarded-for"
     # Domain for first-party cookies; empty means "the registrable domain of
     # the request host" (public suffix list), host-only for IPs and localhost.
     cookie_domain: str = ""
@@ -91,17 +97,33 @@ class Settings:
         return settings
 
     def check(self) -> None:
-        for name in ("script_path", "collect_path", "ga4_path"):
+        for name in ("script_path", "collect_path", "ga4_path", "shims_path"):
             value = getattr(self, name)
-            if name == "ga4_path" and not value:
+            if name in ("ga4_path", "shims_path") and not value:
                 continue
             if not value.startswith("/") or "?" in value or "#" in value:
                 raise SettingsError(f"{name} {value!r}: must be a path starting with '/', without query")
-        paths = [p for p in (self.script_path, self.collect_path, self.ga4_path) if p]
+        paths = [p for p in (self.script_path, self.collect_path, self.ga4_path, self.shims_path) if p]
         if len(set(paths)) != len(paths):
-            raise SettingsError("script_path, collect_path and ga4_path must differ")
+            raise SettingsError("script_path, collect_path, ga4_path and shims_path must differ")
         if not 0 < self.port < 65536:
             raise SettingsError(f"port {self.port}: must be 1-65535")
+        if self.client_ip_header not in ("x-forwarded-for", "forwarded", "cf-connecting-ip", "auto"):
+            raise SettingsError(
+                f"client_ip_header {self.client_ip_header!r}: must be x-forwarded-for, forwarded, cf-connecting-ip or auto"
+            )
+        for name, least in (
+            ("max_body_bytes", 1024),
+            ("max_events_per_hit", 1),
+            ("max_string_chars", 64),
+            ("max_params", 1),
+            ("delivery_concurrency", 1),
+            ("retry_max_attempts", 1),
+        ):
+            if getattr(self, name) < least:
+                raise SettingsError(f"{name} {getattr(self, name)}: must be at least {least}")
+        if self.delivery_timeout_secs <= 0:
+            raise SettingsError(f"delivery_timeout_secs {self.delivery_timeout_secs}: must be more than 0")
         if self.outbox_max_rows < 1:
             raise SettingsError(f"outbox_max_rows {self.outbox_max_rows}: must be at least 1")
         if self.workers < 0:
@@ -115,16 +137,18 @@ _BOOL = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": 
 
 def _parse(name: str, raw: str) -> Any:
     kind = {f.name: f.type for f in dataclasses.fields(Settings)}[name]
+    if name == "trusted_proxies":
+        return _networks(f"TAGRELAY_{name.upper()}", raw)
+    if kind == "bool" and raw.strip().lower() not in _BOOL:
+        raise SettingsError(f"TAGRELAY_{name.upper()} {raw!r}: not true or false (use 1/0, true/false, yes/no, on/off)")
     try:
-        if name == "trusted_proxies":
-            return _networks(name, raw)
         if kind == "bool":
             return _BOOL[raw.strip().lower()]
         if kind == "int":
             return int(raw)
         if kind == "float":
             return float(raw)
-    except (KeyError, ValueError):
+    except ValueError:
         raise SettingsError(f"TAGRELAY_{name.upper()} {raw!r}: not a valid {kind}") from None
     return raw
 
@@ -138,5 +162,5 @@ def _networks(name: str, raw: str) -> tuple[IPNetwork, ...]:
         try:
             nets.append(ipaddress.ip_network(part, strict=False))
         except ValueError:
-            raise SettingsError(f"{name} {part!r}: not an IP address or CIDR network") from None
+            raise SettingsError(f"{name}: {part!r} is not an IP address or CIDR network (e.g. 10.0.0.0/8)") from None
     return tuple(nets)

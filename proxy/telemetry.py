@@ -109,5 +109,9 @@ def setup_logging(level_name: str | None = None) -> None:
         format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    # aiohttp's access log is a line per hit: only at DEBUG.
-    logging.getLogger("aiohttp.access").setLevel(logging.DEBUG if level <= logging.DEBUG else logging.WARNING)
+    # aiohttp's access log is a line per hit, and its server log reports each
+    # malformed request a client sends (with a traceback): both only at DEBUG.
+    # Our own handlers' bugs are logged by proxy.app.
+    quiet = logging.DEBUG if level <= logging.DEBUG else logging.CRITICAL
+    logging.getLogger("aiohttp.access").setLevel(quiet)
+    logging.getLogger("aiohttp.server").setLevel(quiet)

@@ -170,3 +170,23 @@ async def test_full_outbox_refuses_hits_with_503_and_readyz_fails(aiohttp_client
     assert resp.status == 503 and "outbox full" in (await resp.json())["error"]
     ready = await client.get("/readyz")
     assert ready.status == 503 and "limit is 1" in (await ready.json())["reason"]
+
+
+async def test_shims_are_served_minified_and_gzipped(client):
+    """The optional pixel shims come from /assets/s.js, gzipped, under 3 KB on the wire."""
+    resp = await client.get("/assets/s.js", headers={"Accept-Encoding": "gzip"}, auto_decompress=False)
+    assert resp.status == 200 and resp.headers["Content-Encoding"] == "gzip"
+    assert len(await resp.read()) <= 3072
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+async def test_undecodable_content_encoding_is_a_400(client, encoding):
+    """A body that claims gzip/deflate but is not is refused with 400, not a 500."""
+    resp = await client.post("/e", data=b"garbage", headers={"Content-Encoding": encoding})
+    assert resp.status == 400 and "cannot be read" in (await resp.json())["error"]
+
+
+async def test_image_fallback_with_invalid_utf8_is_a_400(client):
+    """GET ?d= with bytes that are not UTF-8 is refused like the same POST body."""
+    resp = await client.get("/e?d=%7B%22events%22%3A%5B%7B%22name%22%3A%22%FF%22%7D%5D%7D")
+    assert resp.status == 400

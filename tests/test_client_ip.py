@@ -17,6 +17,11 @@ from multidict import CIMultiDict
 
 from proxy.enrich.client_ip import client_ip, is_trusted, normalize_ip
 
+
+def auto_ip(peer, headers, trusted):
+    """client_ip with header = "auto": every forwarding header is read, in the documented order."""
+    return client_ip(peer, headers, trusted, header="auto")
+
 PROXIES = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("fd00::/8"))
 LB = "10.0.0.1"  # a trusted load balancer, the TCP peer in most tests
 
@@ -32,43 +37,43 @@ class TestUntrustedPeer:
             ("X-Forwarded-For", "198.51.100.7"), ("CF-Connecting-IP", "198.51.100.8")
         )
 
-        assert client_ip("203.0.113.5", headers, ()) == "203.0.113.5"
+        assert auto_ip("203.0.113.5", headers, ()) == "203.0.113.5"
 
     def test_client_supplied_xff_from_untrusted_peer_is_ignored(self):
         """A client talking to us directly cannot claim another address with X-Forwarded-For."""
         headers = h(("X-Forwarded-For", "198.51.100.7"))
 
-        assert client_ip("203.0.113.5", headers, PROXIES) == "203.0.113.5"
+        assert auto_ip("203.0.113.5", headers, PROXIES) == "203.0.113.5"
 
     def test_client_supplied_cf_connecting_ip_from_untrusted_peer_is_ignored(self):
         """CF-Connecting-IP is believed only from a trusted peer."""
         headers = h(("CF-Connecting-IP", "198.51.100.7"))
 
-        assert client_ip("203.0.113.5", headers, PROXIES) == "203.0.113.5"
+        assert auto_ip("203.0.113.5", headers, PROXIES) == "203.0.113.5"
 
     def test_client_supplied_forwarded_from_untrusted_peer_is_ignored(self):
         """Forwarded is believed only from a trusted peer."""
         headers = h(("Forwarded", "for=198.51.100.7"))
 
-        assert client_ip("203.0.113.5", headers, PROXIES) == "203.0.113.5"
+        assert auto_ip("203.0.113.5", headers, PROXIES) == "203.0.113.5"
 
     def test_unknown_peer_gives_empty_string(self):
         """No peer address (a Unix socket) and nothing trusted gives ""."""
-        assert client_ip(None, h(("X-Forwarded-For", "198.51.100.7")), PROXIES) == ""
+        assert auto_ip(None, h(("X-Forwarded-For", "198.51.100.7")), PROXIES) == ""
 
     def test_garbage_peer_gives_empty_string(self):
         """A peer that is not an address is never returned."""
-        assert client_ip("not-an-ip", h(), PROXIES) == ""
+        assert auto_ip("not-an-ip", h(), PROXIES) == ""
 
     def test_ipv4_mapped_peer_becomes_ipv4(self):
         """A dual-stack socket's ::ffff:a.b.c.d peer is reported as a.b.c.d."""
-        assert client_ip("::ffff:81.2.69.160", h(), ()) == "81.2.69.160"
+        assert auto_ip("::ffff:81.2.69.160", h(), ()) == "81.2.69.160"
 
     def test_ipv4_mapped_peer_matches_an_ipv4_trusted_network(self):
         """A trusted proxy seen through a dual-stack socket is still trusted."""
         headers = h(("X-Forwarded-For", "198.51.100.7"))
 
-        assert client_ip("::ffff:10.0.0.1", headers, PROXIES) == "198.51.100.7"
+        assert auto_ip("::ffff:10.0.0.1", headers, PROXIES) == "198.51.100.7"
 
 
 class TestXForwardedFor:
@@ -76,13 +81,13 @@ class TestXForwardedFor:
         """A trusted proxy's X-Forwarded-For entry is the client."""
         headers = h(("X-Forwarded-For", "198.51.100.7"))
 
-        assert client_ip(LB, headers, PROXIES) == "198.51.100.7"
+        assert auto_ip(LB, headers, PROXIES) == "198.51.100.7"
 
     def test_left_most_entries_are_ignored(self):
         """Entries left of the first untrusted hop are the client's own claims and are skipped."""
         headers = h(("X-Forwarded-For", "1.1.1.1, 203.0.113.9, 198.51.100.7"))
 
-        assert client_ip(LB, headers, PROXIES) == "198.51.100.7"
+        assert auto_ip(LB, headers, PROXIES) == "198.51.100.7"
 
     def test_trusted_hops_are_skipped_from_the_right(self):
         """Hops that are trusted proxies themselves are walked past."""
@@ -90,13 +95,13 @@ class TestXForwardedFor:
             ("X-Forwarded-For", "203.0.113.9, 198.51.100.7, 10.0.0.3, 10.0.0.2")
         )
 
-        assert client_ip(LB, headers, PROXIES) == "198.51.100.7"
+        assert auto_ip(LB, headers, PROXIES) == "198.51.100.7"
 
     def test_all_hops_trusted_gives_the_left_most(self):
         """When every hop is a trusted proxy the left-most one is as far as we can see."""
         headers = h(("X-Forwarded-For", "10.0.0.3, 10.0.0.2"))
 
-        assert client_ip(LB, headers, PROXIES) == "10.0.0.3"
+        assert auto_ip(LB, headers, PROXIES) == "10.0.0.3"
 
     def test_repeated_headers_are_joined_in_order(self):
         """Two X-Forwarded-For headers read as one list, the later header nearer to us."""
@@ -104,7 +109,7 @@ class TestXForwardedFor:
             ("X-Forwarded-For", "198.51.100.7"), ("X-Forwarded-For", "203.0.113.9")
         )
 
-        assert client_ip(LB, headers, PROXIES) == "203.0.113.9"
+        assert auto_ip(LB, headers, PROXIES) == "203.0.113.9"
 
     def test_repeated_headers_with_trusted_last_reach_back_into_the_first(self):
         """A trusted hop in the later header passes the walk on to the earlier one."""
@@ -112,18 +117,18 @@ class TestXForwardedFor:
             ("X-Forwarded-For", "198.51.100.7"), ("X-Forwarded-For", "10.0.0.2")
         )
 
-        assert client_ip(LB, headers, PROXIES) == "198.51.100.7"
+        assert auto_ip(LB, headers, PROXIES) == "198.51.100.7"
 
     def test_header_name_is_case_insensitive(self):
         """x-forwarded-for is the same header as X-Forwarded-For."""
         headers = h(("x-forwarded-for", "198.51.100.7"))
 
-        assert client_ip(LB, headers, PROXIES) == "198.51.100.7"
+        assert auto_ip(LB, headers, PROXIES) == "198.51.100.7"
 
     def test_plain_mapping_is_accepted(self):
         """A plain dict of headers (no getall) works too."""
         assert (
-            client_ip(LB, {"X-Forwarded-For": "198.51.100.7"}, PROXIES)
+            auto_ip(LB, {"X-Forwarded-For": "198.51.100.7"}, PROXIES)
             == "198.51.100.7"
         )
 
@@ -131,31 +136,31 @@ class TestXForwardedFor:
         """1.2.3.4:5678 (Azure Application Gateway style) gives 1.2.3.4."""
         headers = h(("X-Forwarded-For", "198.51.100.7:5678"))
 
-        assert client_ip(LB, headers, PROXIES) == "198.51.100.7"
+        assert auto_ip(LB, headers, PROXIES) == "198.51.100.7"
 
     def test_bracketed_ipv6_with_port_is_stripped(self):
         """[2001:db8::1]:443 gives 2001:db8::1."""
         headers = h(("X-Forwarded-For", "[2001:db8::1]:443"))
 
-        assert client_ip(LB, headers, PROXIES) == "2001:db8::1"
+        assert auto_ip(LB, headers, PROXIES) == "2001:db8::1"
 
     def test_bare_ipv6_is_kept_compressed_and_lower_case(self):
         """A full-length upper-case IPv6 address comes back in compressed form."""
         headers = h(("X-Forwarded-For", "2001:0DB8:0000:0000:0000:0000:0000:0001"))
 
-        assert client_ip(LB, headers, PROXIES) == "2001:db8::1"
+        assert auto_ip(LB, headers, PROXIES) == "2001:db8::1"
 
     def test_ipv4_mapped_entry_becomes_ipv4(self):
         """::ffff:81.2.69.160 in the header gives 81.2.69.160."""
         headers = h(("X-Forwarded-For", "::ffff:81.2.69.160"))
 
-        assert client_ip(LB, headers, PROXIES) == "81.2.69.160"
+        assert auto_ip(LB, headers, PROXIES) == "81.2.69.160"
 
     def test_trusted_ipv6_proxy_hop_is_skipped(self):
         """Trusted IPv6 networks work like IPv4 ones."""
         headers = h(("X-Forwarded-For", "2001:db8::7, fd00::2"))
 
-        assert client_ip("fd00::1", headers, PROXIES) == "2001:db8::7"
+        assert auto_ip("fd00::1", headers, PROXIES) == "2001:db8::7"
 
     @pytest.mark.parametrize(
         "value",
@@ -176,17 +181,17 @@ class TestXForwardedFor:
         """A hop that is not an address ends the walk; the trusted hop right of it is used."""
         headers = h(("X-Forwarded-For", f"198.51.100.7, {value}, 10.0.0.2"))
 
-        assert client_ip(LB, headers, PROXIES) == "10.0.0.2"
+        assert auto_ip(LB, headers, PROXIES) == "10.0.0.2"
 
     def test_garbage_only_header_gives_the_peer(self):
         """An X-Forwarded-For with nothing usable falls back to the trusted peer."""
         headers = h(("X-Forwarded-For", "unknown"))
 
-        assert client_ip(LB, headers, PROXIES) == LB
+        assert auto_ip(LB, headers, PROXIES) == LB
 
     def test_empty_header_gives_the_peer(self):
         """An empty X-Forwarded-For falls back to the trusted peer."""
-        assert client_ip(LB, h(("X-Forwarded-For", "")), PROXIES) == LB
+        assert auto_ip(LB, h(("X-Forwarded-For", "")), PROXIES) == LB
 
 
 class TestForwarded:
@@ -194,62 +199,62 @@ class TestForwarded:
         """RFC 7239 example: for=192.0.2.60;proto=http;by=203.0.113.43 gives 192.0.2.60."""
         headers = h(("Forwarded", "for=192.0.2.60;proto=http;by=203.0.113.43"))
 
-        assert client_ip(LB, headers, PROXIES) == "192.0.2.60"
+        assert auto_ip(LB, headers, PROXIES) == "192.0.2.60"
 
     def test_quoted_bracketed_ipv6_with_port(self):
         """RFC 7239 example: For="[2001:db8:cafe::17]:4711" gives 2001:db8:cafe::17."""
         headers = h(("Forwarded", 'For="[2001:db8:cafe::17]:4711"'))
 
-        assert client_ip(LB, headers, PROXIES) == "2001:db8:cafe::17"
+        assert auto_ip(LB, headers, PROXIES) == "2001:db8:cafe::17"
 
     def test_walks_elements_from_the_right(self):
         """RFC 7239 example: for=192.0.2.43, for=198.51.100.17 gives the nearer 198.51.100.17."""
         headers = h(("Forwarded", "for=192.0.2.43, for=198.51.100.17"))
 
-        assert client_ip(LB, headers, PROXIES) == "198.51.100.17"
+        assert auto_ip(LB, headers, PROXIES) == "198.51.100.17"
 
     def test_trusted_elements_are_skipped(self):
         """An element whose for= is a trusted proxy is walked past."""
         headers = h(("Forwarded", 'for=192.0.2.43, for="10.0.0.2";proto=https'))
 
-        assert client_ip(LB, headers, PROXIES) == "192.0.2.43"
+        assert auto_ip(LB, headers, PROXIES) == "192.0.2.43"
 
     def test_repeated_headers_are_joined_in_order(self):
         """Two Forwarded headers read as one list (RFC 7230 list rule)."""
         headers = h(("Forwarded", "for=192.0.2.43"), ("Forwarded", "for=10.0.0.2"))
 
-        assert client_ip(LB, headers, PROXIES) == "192.0.2.43"
+        assert auto_ip(LB, headers, PROXIES) == "192.0.2.43"
 
     @pytest.mark.parametrize("value", ['for="_gazonk"', "for=unknown", "for=_hidden"])
     def test_obfuscated_identifier_is_not_an_address(self, value):
         """RFC 7239 obfuscated and unknown identifiers stop the walk at the nearest trusted claim."""
         headers = h(("Forwarded", f"for=192.0.2.43, {value}, for=10.0.0.2"))
 
-        assert client_ip(LB, headers, PROXIES) == "10.0.0.2"
+        assert auto_ip(LB, headers, PROXIES) == "10.0.0.2"
 
     def test_element_without_for_stops_the_walk(self):
         """A hop that did not say whom it forwarded for is not skipped over."""
         headers = h(("Forwarded", "for=192.0.2.43, proto=https;by=10.0.0.3"))
 
-        assert client_ip(LB, headers, PROXIES) == LB
+        assert auto_ip(LB, headers, PROXIES) == LB
 
     def test_duplicate_for_in_one_element_stops_the_walk(self):
         """RFC 7239: a parameter must not occur twice in one element; such an element is garbage."""
         headers = h(("Forwarded", "for=192.0.2.43;for=198.51.100.17"))
 
-        assert client_ip(LB, headers, PROXIES) == LB
+        assert auto_ip(LB, headers, PROXIES) == LB
 
     def test_empty_element_stops_the_walk(self):
         """An empty list element is a hop that told us nothing, so the walk does not pass it."""
         headers = h(("Forwarded", "for=192.0.2.43, , for=10.0.0.2"))
 
-        assert client_ip(LB, headers, PROXIES) == "10.0.0.2"
+        assert auto_ip(LB, headers, PROXIES) == "10.0.0.2"
 
     def test_comma_inside_quotes_does_not_split_elements(self):
         """A quoted value holding a comma is one (garbage) value, not two hops."""
         headers = h(("Forwarded", 'for=192.0.2.43, for="198.51.100.17, 203.0.113.9"'))
 
-        assert client_ip(LB, headers, PROXIES) == LB
+        assert auto_ip(LB, headers, PROXIES) == LB
 
 
 class TestPrecedence:
@@ -261,7 +266,7 @@ class TestPrecedence:
             ("CF-Connecting-IP", "198.51.100.3"),
         )
 
-        assert client_ip(LB, headers, PROXIES) == "198.51.100.3"
+        assert auto_ip(LB, headers, PROXIES) == "198.51.100.3"
 
     def test_forwarded_wins_over_xff(self):
         """Forwarded is read instead of X-Forwarded-For when both are present."""
@@ -269,13 +274,13 @@ class TestPrecedence:
             ("X-Forwarded-For", "198.51.100.1"), ("Forwarded", "for=198.51.100.2")
         )
 
-        assert client_ip(LB, headers, PROXIES) == "198.51.100.2"
+        assert auto_ip(LB, headers, PROXIES) == "198.51.100.2"
 
     def test_cf_connecting_ip_ipv6(self):
         """CF-Connecting-IP carries IPv6 clients as plain IPv6."""
         headers = h(("CF-Connecting-IP", "2001:db8::42"))
 
-        assert client_ip(LB, headers, PROXIES) == "2001:db8::42"
+        assert auto_ip(LB, headers, PROXIES) == "2001:db8::42"
 
     def test_garbage_cf_connecting_ip_gives_the_peer(self):
         """A CF-Connecting-IP that is not an address is not returned."""
@@ -284,7 +289,7 @@ class TestPrecedence:
             ("X-Forwarded-For", "198.51.100.1"),
         )
 
-        assert client_ip(LB, headers, PROXIES) == LB
+        assert auto_ip(LB, headers, PROXIES) == LB
 
     def test_repeated_cf_connecting_ip_gives_the_peer(self):
         """Cloudflare sends one CF-Connecting-IP; two copies mean one was forged."""
@@ -292,7 +297,7 @@ class TestPrecedence:
             ("CF-Connecting-IP", "198.51.100.3"), ("CF-Connecting-IP", "198.51.100.4")
         )
 
-        assert client_ip(LB, headers, PROXIES) == LB
+        assert auto_ip(LB, headers, PROXIES) == LB
 
 
 class TestHelpers:
@@ -328,6 +333,27 @@ class TestHelpers:
 def test_any_header_text_gives_an_address_never_garbage(xff, fwd):
     """Whatever the headers hold, the answer is an address (never an exception, never raw text)."""
     for headers in (h(("X-Forwarded-For", xff)), h(("Forwarded", fwd))):
-        result = client_ip(LB, headers, PROXIES)
+        result = auto_ip(LB, headers, PROXIES)
 
         assert normalize_ip(result) == result
+
+
+
+class TestNamedHeader:
+    """With a named header (the default: X-Forwarded-For), the others are ignored."""
+
+    def test_default_reads_only_x_forwarded_for(self):
+        """A client's own CF-Connecting-IP passed through by nginx does not win by default."""
+        headers = h(("CF-Connecting-IP", "1.2.3.4"), ("X-Forwarded-For", "198.51.100.7"))
+        assert client_ip("10.0.0.1", headers, PROXIES) == "198.51.100.7"
+
+    def test_forwarded_is_ignored_unless_named(self):
+        """Forwarded counts only when the operator names it."""
+        headers = h(("Forwarded", 'for="1.2.3.4"'), ("X-Forwarded-For", "198.51.100.7"))
+        assert client_ip("10.0.0.1", headers, PROXIES) == "198.51.100.7"
+        assert client_ip("10.0.0.1", headers, PROXIES, header="forwarded") == "1.2.3.4"
+
+    def test_cloudflare_header_when_named(self):
+        """Behind Cloudflare, naming cf-connecting-ip reads it."""
+        headers = h(("CF-Connecting-IP", "198.51.100.9"), ("X-Forwarded-For", "1.2.3.4"))
+        assert client_ip("10.0.0.1", headers, PROXIES, header="cf-connecting-ip") == "198.51.100.9"

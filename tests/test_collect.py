@@ -136,3 +136,19 @@ def test_get_without_d_or_n_is_refused():
     """A GET with neither form is a 400 that says what is expected."""
     with pytest.raises(HitError, match="expected 'd'"):
         hit_from_query({}, "", S, NOW)
+
+
+def test_event_name_with_a_trailing_newline_is_refused():
+    """'purchase\\n' is not 'purchase': refused, not routed as something else."""
+    assert refused(b'{"events": [{"name": "purchase\\n"}]}').status == 400
+
+
+def test_event_id_with_a_trailing_newline_is_refused():
+    """An id ending in a newline is refused."""
+    assert "events[0].id" in str(refused(b'{"events": [{"name": "x", "id": "a\\n"}]}'))
+
+
+def test_overlong_param_key_is_refused():
+    """A parameter name longer than 128 characters is refused."""
+    raw = orjson.dumps({"events": [{"name": "x", "params": {"k" * 129: 1}}]})
+    assert refused(raw).status == 413

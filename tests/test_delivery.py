@@ -146,3 +146,11 @@ def test_chunks_without_byte_limit_split_by_count(most):
     assert [len(c) for c in _chunks(rows_for_chunks(7, {}), most, None)] == [
         min(most, 7 - i) for i in range(0, 7, most)
     ]
+
+
+def test_webhook_header_with_a_newline_is_a_config_error():
+    """A header value with a control character is refused when rules load, not at every send."""
+    from proxy.vendors.base import ConfigError
+
+    with pytest.raises(ConfigError, match="control characters"):
+        Webhook("h", {"url": "http://127.0.0.1:9/x", "headers": {"X-Token": "a\nb"}})

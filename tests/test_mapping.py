@@ -83,3 +83,18 @@ def test_a_table_cannot_be_replaced_by_a_plain_value():
     mapping, _ = compile_mapping({"custom_data": "oops"})
     with pytest.raises(MappingError, match="is a table"):
         mapping.apply({"custom_data": {"value": 1}}, VIEW)
+
+
+@pytest.mark.parametrize("raw", ["0x10", "1+2j", "99999999999999999999999", "1e999", "[1, 2]", "None", "True"])
+def test_visitor_strings_are_never_parsed_as_python_literals(raw):
+    """A string from a hit stays exactly that string in the payload."""
+    mapping, _ = compile_mapping({"order_id": "{{ params.transaction_id }}"})
+    out = mapping.apply({}, {"params": {"transaction_id": raw}})
+    assert out == {"order_id": raw}
+
+
+def test_a_value_json_cannot_hold_is_a_mapping_error():
+    """Arithmetic that makes an integer too big for JSON is refused, naming the key."""
+    mapping, _ = compile_mapping({"v": "{{ params.value * 10 ** 20 * 10 ** 20 | int }}"})
+    with pytest.raises(MappingError, match="set.v: .*too large"):
+        mapping.apply({}, {"params": {"value": 7}})

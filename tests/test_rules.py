@@ -166,3 +166,39 @@ def test_duplicate_destination_names_the_first_file(tmp_path):
     write(tmp_path, FILE_DEST, "20-again.toml")
     (found,) = problems(tmp_path)
     assert "already declared in" in found and "10-test.toml" in found
+
+
+def test_regex_is_re2_so_backreferences_are_refused_at_load(tmp_path):
+    """Rule regexes run on RE2 (linear time); a backreference is a load problem."""
+    write(tmp_path, FILE_DEST + '[[routes]]\nmatch = { "page.url" = { regex = "(a)\\\\1" } }\nto = ["log"]\n')
+    assert "RE2" in problems(tmp_path)[0]
+
+
+def test_catastrophic_pattern_runs_in_linear_time(tmp_path):
+    """A pattern that makes backtracking engines explode matches a long hostile URL at once."""
+    write(tmp_path, FILE_DEST + '[[routes]]\nmatch = { "page.url" = { regex = "^(a+)+$" } }\nto = ["log"]\n')
+    rules = load_rules(tmp_path, env={})
+    ev = event()
+    ev.page = Page(url="a" * 5000 + "!")
+    sends, _ = rules.plan(ev)
+    assert sends == []
+
+
+def test_values_from_the_environment_are_never_echoed_in_errors(tmp_path):
+    """A secret put in the wrong variable does not appear in the problem text."""
+    write(tmp_path, '[destinations.g]\ntype = "ga4"\nmeasurement_id = "${MID}"\napi_secret = "${SECRET}"\n')
+    found = " ".join(problems_with(tmp_path, {"MID": "s3cr3t-value", "SECRET": "x"}))
+    assert "measurement_id" in found and "s3cr3t-value" not in found
+
+
+def test_a_route_to_a_broken_destination_adds_no_misleading_problem(tmp_path):
+    """Only the destination's own problem is reported, not 'no destination named'."""
+    write(tmp_path, '[destinations.g]\ntype = "ga4"\nmeasurement_id = "UA-1"\napi_secret = "${S}"\n[[routes]]\nto = ["g"]\n')
+    found = problems_with(tmp_path, {"S": "x"})
+    assert found and not any("no destination named" in p for p in found)
+
+
+def problems_with(tmp_path: Path, env: dict) -> list[str]:
+    with pytest.raises(RulesError) as info:
+        load_rules(tmp_path, env=env)
+    return info.value.problems

@@ -107,7 +107,7 @@ class QueuedRow:
     event_id: str
     event_time: float
     batch_key: str
-    payload: dict[str, Any]
+    payload: dict[str, Any] | bytes  # bytes: already JSON
 
 
 @dataclass(slots=True, frozen=True)
@@ -261,7 +261,7 @@ class Outbox:
             db.executemany(
                 "INSERT INTO outbox (destination, event_id, event_time, batch_key, payload, created)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
-                [(r.destination, r.event_id, r.event_time, r.batch_key, orjson.dumps(r.payload), now) for r in rows],
+                [(r.destination, r.event_id, r.event_time, r.batch_key, _json(r.payload), now) for r in rows],
             )
             _insert_ledger(db, ledger)
             db.execute("COMMIT")
@@ -443,6 +443,10 @@ class Outbox:
     def _prune(self, cutoff: float) -> int:
         cur = self._conn().execute("DELETE FROM ledger WHERE at < ?", (cutoff,))
         return cur.rowcount
+
+
+def _json(payload: dict[str, Any] | bytes) -> bytes:
+    return payload if isinstance(payload, bytes) else orjson.dumps(payload)
 
 
 def _insert_ledger(db: sqlite3.Connection, ledger: Sequence[LedgerRow]) -> None:

@@ -186,20 +186,22 @@ class Delivery:
             if not rows:
                 await self._nap(lane, self._poll)
                 continue
-            groups: dict[str, list[Row]] = defaultdict(list)
-            for row in rows:
-                groups[row.batch_key].append(row)
-            for group in groups.values():
-                for chunk in _chunks(group, adapter.batch_size, adapter.max_batch_bytes):
-                    await limit.acquire()
-                    if self._stopping:
-                        limit.release()
-                        await self.outbox.release(chunk)
-                        continue
-                    task = asyncio.create_task(self._send(lane, chunk), name=f"send:{lane.name}")
-                    self._inflight.add(task)
-                    task.add_done_callback(self._inflight.discard)
-                    task.add_done_callback(lambda _t: limit.release())
+            try:
+                chunks = _plan(rows, adapter)
+            except Exception:  # an adapter bug must not stop the lane
+                log.exception("destination %s: cannot batch %d event(s); keeping them as dead letters", lane.name, len(rows))
+                await self._bury(lane, rows, "adapter error while batching", "")
+                continue
+            for chunk in chunks:
+                await limit.acquire()
+                if self._stopping:
+                    limit.release()
+                    await self.outbox.release(chunk)
+                    continue
+                task = asyncio.create_task(self._send(lane, chunk), name=f"send:{lane.name}")
+                self._inflight.add(task)
+                task.add_done_callback(self._inflight.discard)
+                task.add_done_callback(lambda _t: limit.release())
 
     async def _nap(self, lane: _Lane, secs: float) -> None:
         lane.wake.clear()
@@ -307,6 +309,14 @@ class Delivery:
                 if secret:
                     text = text.replace(secret, "***")
         return outcome, text
+
+
+def _plan(rows: list[Row], adapter: Adapter) -> list[list[Row]]:
+    """Group claimed rows by batch key, then cut each group into requests."""
+    groups: dict[str, list[Row]] = defaultdict(list)
+    for row in rows:
+        groups[row.batch_key].append(row)
+    return [c for g in groups.values() for c in _chunks(g, adapter.batch_size, adapter.max_batch_bytes)]
 
 
 def _chunks(rows: list[Row], most: int, max_bytes: int | None) -> list[list[Row]]:

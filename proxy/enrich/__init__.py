@@ -11,6 +11,7 @@ hit, and the cookies to set on the answer.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Mapping
 
@@ -23,6 +24,8 @@ from .useragent import UserAgentParser
 
 __all__ = ["Enricher", "CookieSpec"]
 
+log = logging.getLogger("proxy.enrich")
+
 
 class Enricher:
     """Holds what enrichment opens once (UA parser and cache, geo database)."""
@@ -31,6 +34,7 @@ class Enricher:
         self.settings = settings
         self.ua = UserAgentParser()
         self.geo = GeoReader(settings.geo_db) if settings.geo_db else None
+        self._warned_untrusted = False
 
     def close(self) -> None:
         if self.geo is not None:
@@ -48,7 +52,16 @@ class Enricher:
         set_ids: bool = True,
     ) -> tuple[Context, list[CookieSpec]]:
         s = self.settings
-        ip = client_ip(peer, headers, s.trusted_proxies)
+        ip = client_ip(peer, headers, s.trusted_proxies, s.client_ip_header)
+        if not s.trusted_proxies and not self._warned_untrusted and "X-Forwarded-For" in headers:
+            # Once per process: the usual mistake behind a proxy, which would
+            # send the proxy's address to every vendor.
+            self._warned_untrusted = True
+            log.warning(
+                "a hit came with X-Forwarded-For, but no proxy is trusted, so the peer address %s is used;"
+                " behind a proxy or load balancer set TAGRELAY_TRUSTED_PROXIES",
+                ip,
+            )
         user_agent = headers.get("User-Agent", "")
         ctx = Context(ip=ip, user_agent=user_agent, ua=self.ua.parse(user_agent))
         if self.geo is not None and ip:

@@ -1,6 +1,10 @@
 """The client's IP address, read from forwarding headers only behind trusted proxies.
 
-Which source wins, in this order, once the TCP peer is in a trusted network:
+Once the TCP peer is in a trusted network, one header is read: the one the
+operator names (setting ``client_ip_header``; ``X-Forwarded-For`` by
+default). Naming one matters: a proxy passes a client's own copies of the
+headers it does not set through unchanged. With ``auto``, the first present
+of these wins, in this order:
 
 1. ``CF-Connecting-IP``: one address, set by Cloudflare for the connecting
    client. It is not a chain, so it is taken as it is.
@@ -18,10 +22,9 @@ hop is not an address (garbage, ``unknown``, an obfuscated ``_name``) the
 walk stops there and the last good address is used: the claim of the
 nearest trusted hop, or the peer itself.
 
-Trusting a proxy means trusting *every* header above from it: a trusted
-proxy that passes a client's own ``CF-Connecting-IP`` or ``Forwarded``
-header through unchanged lets the client pick its address. Only list
-proxies that set or strip the header they are trusted for.
+With ``auto``, trusting a proxy means trusting *every* header above from
+it: a trusted proxy that passes a client's own ``CF-Connecting-IP`` or
+``Forwarded`` header through unchanged lets the client pick its address.
 
 Addresses come back normalised: ports and brackets stripped, IPv4-mapped
 IPv6 (``::ffff:81.2.69.160``) turned into IPv4, real IPv6 in compressed
@@ -45,9 +48,9 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # "1.2.3.4:5678": an IPv4 address with a port (one colon, digits after it).
-_V4_PORT = re.compile(r"^(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5})$")
+_V4_PORT = re.compile(r"^(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5})\Z")
 # "[2001:db8::1]" or "[2001:db8::1]:443".
-_V6_BRACKETS = re.compile(r"^\[([^\[\]]+)\](?::(\d{1,5}))?$")
+_V6_BRACKETS = re.compile(r"^\[([^\[\]]+)\](?::(\d{1,5}))?\Z")
 
 
 def normalize_ip(value: str) -> str | None:
@@ -68,10 +71,14 @@ def is_trusted(address: str, trusted: Sequence[IPNetwork]) -> bool:
     return addr is not None and _in(addr, trusted)
 
 
+CLIENT_IP_HEADERS = ("x-forwarded-for", "forwarded", "cf-connecting-ip", "auto")
+
+
 def client_ip(
     peer: str | None,
     headers: Mapping[str, str],
     trusted: Sequence[IPNetwork],
+    header: str = "x-forwarded-for",
 ) -> str:
     """The client's address for a request from TCP peer ``peer``.
 
@@ -79,6 +86,11 @@ def client_ip(
     repeated headers are read in order through ``getall``. Returns "" when
     the peer is unknown or not an address (a Unix socket) and no trusted
     header can be read. See the module docstring for the rules.
+
+    ``header`` names the one header the trusted proxy sets; the others are
+    ignored, since a proxy passes a client's own copies of them through
+    unchanged. ``auto`` reads them in the module docstring's order, for
+    set-ups where the proxy strips what it does not set.
     """
     peer_addr = _parse(peer) if peer else None
     if peer_addr is None:
@@ -86,11 +98,7 @@ def client_ip(
     if not trusted or not _in(peer_addr, trusted):
         return str(peer_addr)
 
-    # TODO(settings): let the operator name the one header their proxy sets
-    # (e.g. client_ip_header = "x-forwarded-for") once Settings has such a
-    # key; until then a trusted proxy that passes a client's own
-    # CF-Connecting-IP or Forwarded through lets that client pick its IP.
-    cf = _values(headers, "CF-Connecting-IP")
+    cf = _values(headers, "CF-Connecting-IP") if header in ("cf-connecting-ip", "auto") else []
     if cf:
         # Cloudflare sends exactly one; several copies mean someone added one.
         addr = _parse(cf[0]) if len(cf) == 1 else None
@@ -99,13 +107,13 @@ def client_ip(
             return str(peer_addr)
         return str(addr)
 
-    forwarded = _values(headers, "Forwarded")
+    forwarded = _values(headers, "Forwarded") if header in ("forwarded", "auto") else []
     if forwarded:
         return _walk(
             _forwarded_for(",".join(forwarded)), peer_addr, trusted, "Forwarded"
         )
 
-    xff = _values(headers, "X-Forwarded-For")
+    xff = _values(headers, "X-Forwarded-For") if header in ("x-forwarded-for", "auto") else []
     if xff:
         return _walk(",".join(xff).split(","), peer_addr, trusted, "X-Forwarded-For")
 

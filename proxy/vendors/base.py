@@ -145,6 +145,9 @@ class Adapter:
         """Validate ``settings``; raise :class:`ConfigError` with every problem at once."""
         self.name = name
         self.settings = dict(settings)
+        # Values this destination's settings took from the environment: hidden
+        # wherever a request is shown (``tagrelay try``), like secrets.
+        self.env_values: tuple[str, ...] = ()
 
     @property
     def batch_size(self) -> int:

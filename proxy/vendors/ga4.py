@@ -103,10 +103,10 @@ RESERVED_PARAM_PREFIXES = ("_", "firebase_", "ga_", "google_", "gtag.")
 # its own (Firebase) event names; GA's naming rules say not to use them.
 _RESERVED_EVENT_PREFIXES = ("firebase_", "ga_", "google_")
 
-_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,39}$")
-_MEASUREMENT_ID_RE = re.compile(r"^G-[A-Z0-9]{4,}$")
-_CLIENT_ID_RE = re.compile(r"^\d+\.\d+$")
-_GA_COOKIE_RE = re.compile(r"^GA\d+\.\d+(?:-\d+)?\.(\d+\.\d+)$")
+_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,39}\Z")
+_MEASUREMENT_ID_RE = re.compile(r"^G-[A-Z0-9]{4,}\Z")
+_CLIENT_ID_RE = re.compile(r"^\d+\.\d+\Z")
+_GA_COOKIE_RE = re.compile(r"^GA\d+\.\d+(?:-\d+)?\.(\d+\.\d+)\Z")
 
 MAX_EVENTS = 25  # "Requests can have a maximum of 25 events."
 MAX_PARAMS = 25  # "Events can have a maximum of 25 parameters."

@@ -62,9 +62,9 @@ DEFAULT_ENDPOINT = "https://api.linkedin.com"
 DEFAULT_API_VERSION = "202603"
 CONVERSION_URN_PREFIX = "urn:lla:llaPartnerConversion:"
 
-_VERSION_RE = re.compile(r"^20[0-9]{2}(0[1-9]|1[0-2])$")
-_RULE_RE = re.compile(r"^[0-9]+$")
-_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+_VERSION_RE = re.compile(r"^20[0-9]{2}(0[1-9]|1[0-2])\Z")
+_RULE_RE = re.compile(r"^[0-9]+\Z")
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*\Z")
 # Salesforce's LinkedIn CAPI connector page: "up to 5,000 events in one
 # batch"; "If you send data for an event older than 90 days, it's
 # automatically rejected". Not on LinkedIn's own pages we could read.

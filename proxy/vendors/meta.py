@@ -138,9 +138,9 @@ _PII_KEYS = frozenset(
 )
 _EMAIL_RE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 # An international number ("+44 20 7946 0958"); bare digit strings are SKUs.
-_PHONE_RE = re.compile(r"^\+\d[\d\s().-]{6,}$")
-_CURRENCY_RE = re.compile(r"^[A-Za-z]{3}$")
-_VERSION_RE = re.compile(r"^v\d+\.\d+$")
+_PHONE_RE = re.compile(r"^\+\d[\d\s().-]{6,}\Z")
+_CURRENCY_RE = re.compile(r"^[A-Za-z]{3}\Z")
+_VERSION_RE = re.compile(r"^v\d+\.\d+\Z")
 _MAX_AGE = 7 * 24 * 3600.0
 
 

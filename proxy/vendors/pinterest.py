@@ -81,8 +81,8 @@ ACTION_SOURCES: dict[str, str] = {
     "phone_call": "offline",
 }
 
-_DIGITS_RE = re.compile(r"^[0-9]+$")
-_CURRENCY_RE = re.compile(r"^[A-Za-z]{3}$")
+_DIGITS_RE = re.compile(r"^[0-9]+\Z")
+_CURRENCY_RE = re.compile(r"^[A-Za-z]{3}\Z")
 _WHITESPACE_RE = re.compile(r"\s+")
 # Not confirmed in Pinterest's own pages (vendors.md [U], and a partner page
 # says "events that occurred within the previous seven days").

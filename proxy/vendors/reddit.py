@@ -90,8 +90,8 @@ ACTION_SOURCES: dict[str, str] = {
 #: "custom_event_name ... free-form, case-sensitive, UTF-8, <= 64 chars".
 MAX_CUSTOM_NAME = 64
 
-_PIXEL_RE = re.compile(r"^[A-Za-z0-9_]+$")
-_SCREEN_RE = re.compile(r"^([0-9]{1,5})x([0-9]{1,5})$")
+_PIXEL_RE = re.compile(r"^[A-Za-z0-9_]+\Z")
+_SCREEN_RE = re.compile(r"^([0-9]{1,5})x([0-9]{1,5})\Z")
 _EXTENSION_RE = re.compile(r"(ext|x|#)", re.IGNORECASE)
 _NOT_DIGIT_RE = re.compile(r"[^0-9]")
 # Reddit: "events must be sent within seven days after they occur";

@@ -94,11 +94,11 @@ ACTION_SOURCES: dict[str, str] = {
     "phone_call": "OFFLINE",
 }
 
-_CURRENCY_RE = re.compile(r"^[A-Za-z]{3}$")
+_CURRENCY_RE = re.compile(r"^[A-Za-z]{3}\Z")
 _PIXEL_RE = re.compile(
     r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 )
-_REGION_RE = re.compile(r"^[A-Za-z]{2}$")
+_REGION_RE = re.compile(r"^[A-Za-z]{2}\Z")
 # "events can have a date (timestamp) of maximum 37 days back" (Introduction).
 _MAX_AGE = 37 * 24 * 3600.0
 

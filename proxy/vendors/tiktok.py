@@ -84,10 +84,10 @@ _WEB_SOURCES = frozenset({"website", "system_generated", "other"})
 # 5xxxx are TikTok-side errors. Everything else (40001 no permission, 40002
 # invalid parameter, 40104/40105 missing or wrong token, ...) needs a human.
 _RATE_LIMIT_CODE = 40100
-_CURRENCY_RE = re.compile(r"^[A-Za-z]{3}$")
-_PIXEL_RE = re.compile(r"^[A-Za-z0-9]{8,40}$")
-_VERSION_RE = re.compile(r"^v\d+\.\d+$")
-_REGION_RE = re.compile(r"^[A-Za-z]{2}$")
+_CURRENCY_RE = re.compile(r"^[A-Za-z]{3}\Z")
+_PIXEL_RE = re.compile(r"^[A-Za-z0-9]{8,40}\Z")
+_VERSION_RE = re.compile(r"^v\d+\.\d+\Z")
+_REGION_RE = re.compile(r"^[A-Za-z]{2}\Z")
 
 
 class TikTokEventsAPI(Adapter):

@@ -18,6 +18,7 @@ normalised PII); raw PII is not reachable from a template.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
@@ -30,6 +31,7 @@ from .canonical import canonical_payload
 
 __all__ = ["Webhook"]
 
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _SECRET_HINTS = ("auth", "token", "key", "secret", "signature", "password")
 
 
@@ -41,8 +43,10 @@ class Webhook(Adapter):
         super().__init__(name, settings)
         problems: list[tuple[str, str]] = []
         url = settings.get("url")
-        if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
-            problems.append(("url", f"{url!r} is not an http(s) URL"))
+        if url is None:
+            problems.append(("url", "required: the http(s) URL to send events to"))
+        elif not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
+            problems.append(("url", "is not an http(s) URL"))
         method = settings.get("method", "POST")
         if method not in ("POST", "PUT", "PATCH"):
             problems.append(("method", f"{method!r}: must be POST, PUT or PATCH"))
@@ -50,6 +54,11 @@ class Webhook(Adapter):
         if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
             problems.append(("headers", "must be a table of header = \"value\""))
             headers = {}
+        for key, value in headers.items():
+            if not _TOKEN.fullmatch(key):
+                problems.append((f"headers.{key}", "not a valid header name (letters, digits and !#$%&'*+-.^_`|~)"))
+            if any(ord(c) < 0x20 and c != "\t" or ord(c) == 0x7F for c in value):
+                problems.append((f"headers.{key}", "the value has control characters (a newline?)"))
         batch = settings.get("batch", 1)
         if not isinstance(batch, int) or isinstance(batch, bool) or not 1 <= batch <= 1000:
             problems.append(("batch", f"{batch!r}: must be a whole number from 1 to 1000"))
