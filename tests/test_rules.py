@@ -202,3 +202,23 @@ def problems_with(tmp_path: Path, env: dict) -> list[str]:
     with pytest.raises(RulesError) as info:
         load_rules(tmp_path, env=env)
     return info.value.problems
+
+
+EVERY_VENDOR_ENV = {
+    "META_PIXEL_ID": "1234567890", "META_ACCESS_TOKEN": "EAABtoken0000",
+    "GA4_MEASUREMENT_ID": "G-ABC123XYZ", "GA4_API_SECRET": "secret0000",
+    "TIKTOK_PIXEL_CODE": "C4ABCDEFGHIJKLMNOPQR", "TIKTOK_ACCESS_TOKEN": "tt-token-0000",
+    "SNAP_PIXEL_ID": "0d0a2b4f-6d1e-4a5b-9c3d-2e1f0a9b8c7d", "SNAP_ACCESS_TOKEN": "snap-token-0000",
+    "PINTEREST_AD_ACCOUNT_ID": "549755885175", "PINTEREST_ACCESS_TOKEN": "pina-token-0000",
+    "REDDIT_PIXEL_ID": "t2_abc123", "REDDIT_ACCESS_TOKEN": "reddit-token-0000",
+    "LINKEDIN_ACCESS_TOKEN": "li-token-0000", "LINKEDIN_CONVERSION_RULE_ID": "104012",
+}
+
+
+def test_example_rules_enable_every_vendor_when_the_environment_is_set():
+    """With each vendor's variables set, every example destination loads with no disabled one left."""
+    rules = load_rules(Path(__file__).parent.parent / "rules", env=EVERY_VENDOR_ENV)
+    assert set(rules.destinations) == {
+        "local_log", "meta", "ga4", "tiktok", "snapchat", "pinterest", "reddit", "linkedin"
+    } and rules.disabled == {}
+    assert not [w for w in rules.warnings if "never sends" in w]

@@ -1,0 +1,60 @@
+"""The tagrelay command as a user runs it: check and try."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.test_rules import EVERY_VENDOR_ENV
+
+ROOT = Path(__file__).parent.parent
+
+
+def tagrelay(*args: str, env: dict | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("META_", "GA4_", "TAGRELAY_"))}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "proxy", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_check_prints_the_route_table_for_the_example_rules():
+    """check on the shipped rules exits 0 and lists routes and disabled vendors."""
+    run = tagrelay("check", "rules")
+    assert run.returncode == 0, run.stderr
+    assert "everything to the local log" in run.stdout and "meta: disabled" in run.stdout
+
+
+def test_check_lists_every_problem_and_exits_2(tmp_path):
+    """A broken rules directory gives exit 2 and all problems on stderr."""
+    (tmp_path / "a.toml").write_text('[destinations.x]\ntype = "nope"\n[[routes]]\nto = ["y"]\n')
+    run = tagrelay("check", str(tmp_path))
+    assert run.returncode == 2
+    assert "destinations.x.type" in run.stderr and "routes[0].to" in run.stderr
+
+
+def test_serve_refuses_to_start_on_broken_rules(tmp_path):
+    """A rule file with errors never starts the service."""
+    (tmp_path / "a.toml").write_text("[destinations.x\n")
+    run = tagrelay("serve", "--rules", str(tmp_path), "--port", "1")
+    assert run.returncode == 2 and "not starting" in run.stderr
+
+
+def test_try_shows_every_vendor_request_for_the_example_purchase():
+    """With every vendor configured, try prints a request for each and hides the secrets."""
+    run = tagrelay("try", "rules", "examples/purchase.json", env=EVERY_VENDOR_ENV)
+    assert run.returncode == 0, run.stderr
+    for name in ("meta", "ga4", "tiktok", "snapchat", "pinterest", "reddit", "linkedin"):
+        assert f"== {name} (" in run.stdout, name
+    assert "not sent" not in run.stdout
+    assert "EAABtoken0000" not in run.stdout and "secret0000" not in run.stdout
+
+
+def test_try_refuses_a_malformed_event_file(tmp_path):
+    """A broken event file is a one-line error and exit 2, not a traceback."""
+    bad = tmp_path / "e.json"
+    bad.write_text('{"name": "purchase", "context": {"consent": [1]}}')
+    run = tagrelay("try", "rules", str(bad))
+    assert run.returncode == 2 and "Traceback" not in run.stderr and "context.consent" in run.stderr
