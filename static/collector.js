@@ -37,11 +37,14 @@
   }
 
   function event(name, params, opts) {
-    if (!name || typeof name != 'string') return;
-    var p = {}, e, k;
+    // The server refuses a whole hit for one bad name or id: drop a bad
+    // name here, and replace a bad id, so other events still go.
+    if (typeof name != 'string' || !/^[A-Za-z]\w{0,63}$/.test(name)) return;
+    var p = {}, e, k, id;
     params = params || {};
     for (k in params) if (k != 'event_id') p[k] = params[k];
-    e = { name: name, id: String((opts || {}).id || params.event_id || newId()), time: Date.now(),
+    id = String((opts || {}).id || params.event_id || '');
+    e = { name: name, id: /^[\w.:-]{1,64}$/.test(id) ? id : newId(), time: Date.now(),
       page: { url: loc.href, referrer: ref, title: d.title }, params: p };
     JSON.stringify(e); // throws on cycles: drop the event, not the batch
     queue.push(e);
@@ -59,11 +62,17 @@
     S[key] = n;
   }
 
+  function pick(o, keys) {
+    var r = {}, k;
+    for (k in o) if (keys.indexOf(k) >= 0) r[k] = o[k] == null ? o[k] : String(o[k]);
+    return r;
+  }
+
   function run(a) {
     try {
       var c = a[0], o = a[1];
       if (c == 'event') event(o, a[2], a[3]);
-      if (c == 'user') merge(c, o, 'string number');
+      if (c == 'user') merge(c, pick(o, ['email', 'phone', 'first_name', 'last_name', 'external_id']), 'string');
       if (c == 'consent') merge(c, o, 'boolean');
       if (c == 'config' && o.page_view === false) auto = 0;
     } catch (e) {}

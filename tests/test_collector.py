@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from proxy.app import Script
 from aiohttp import web
 
 from tests.browser import chromium, needs_chromium
@@ -41,10 +43,10 @@ HIT_WAIT_SECS = 20
 
 
 def served_script(collect_path: str = COLLECT_PATH) -> bytes:
-    """collector.js as the server sends it: the placeholder replaced by a JSON string."""
+    """collector.js as the server sends it: minified, the placeholder replaced by a JSON string."""
     source = (STATIC / "collector.js").read_text(encoding="utf-8")
     assert source.count(PLACEHOLDER) == 1
-    return source.replace(PLACEHOLDER, json.dumps(collect_path)).encode()
+    return Script(source, collect_path).plain
 
 
 def snippet_lines() -> list[str]:
@@ -397,6 +399,37 @@ async def test_params_event_id_overrides_the_minted_id(shop, browser):
 
     assert hit.batch["events"][0]["id"] == "lead-7"
     assert hit.batch["events"][0]["params"] == {"value": 5, "currency": "EUR"}
+
+
+@needs_chromium
+async def test_an_id_the_server_would_refuse_is_replaced_not_sent(shop, browser):
+    """An event ID with characters the endpoint refuses gets a minted one, so the hit still counts."""
+    page = await open_page(browser, shop.page(*shop.snippet()))
+    await page.evaluate("tagrelay('event', 'purchase', {value: 5}, {id: 'order #1001 / x'})")
+    hit = await shop.recorder.hit_with("purchase")
+
+    event_id = hit.batch["events"][-1]["id"]
+    assert event_id != "order #1001 / x" and re.fullmatch(r"[\w.:-]{1,64}", event_id)
+
+
+@needs_chromium
+async def test_an_event_with_a_bad_name_is_dropped_and_its_batch_mates_go(shop, browser):
+    """'add to cart' (spaces) is dropped in the page; the valid event of the same tick is sent."""
+    page = await open_page(browser, shop.page(*shop.snippet()))
+    await page.evaluate("tagrelay('event', 'add to cart'); tagrelay('event', 'marker')")
+    hit = await shop.recorder.hit_with("marker")
+
+    assert "add to cart" not in hit.names
+
+
+@needs_chromium
+async def test_user_fields_are_the_known_ones_as_text(shop, browser):
+    """Unknown user fields are left out and numbers become text, as the endpoint expects."""
+    page = await open_page(browser, shop.page(*shop.snippet()))
+    await page.evaluate("tagrelay('user', {phone: 4670123456, ssn: '1'}); tagrelay('event', 'marker')")
+    hit = await shop.recorder.hit_with("marker")
+
+    assert hit.batch["user"] == {"phone": "4670123456"}
 
 
 # --- user, consent, click IDs -----------------------------------------------
