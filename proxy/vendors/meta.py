@@ -11,16 +11,33 @@ Graph API "Handling errors", "Rate limiting", changelog) in December 2026.
 from __future__ import annotations
 
 import logging
-import math
 import re
-import time
 from typing import Any, ClassVar, Mapping
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, urlencode
 
 import orjson
 
 from ..model import Event
 from ..privacy import meta_user_data
+from ._common import (
+    check_batch,
+    client_fields,
+    copy_texts,
+    currency_param,
+    digits_setting,
+    endpoint_setting,
+    event_time,
+    identified_items,
+    json_object,
+    loose_quantity,
+    message_reason,
+    number,
+    optional_text_setting,
+    refused,
+    secret_setting,
+    unexpected_success,
+    version_setting,
+)
 from .base import (
     Adapter,
     Answer,
@@ -30,7 +47,6 @@ from .base import (
     Request,
     Verdict,
     default_classify,
-    retry_after,
 )
 
 __all__ = [
@@ -139,8 +155,6 @@ _PII_KEYS = frozenset(
 _EMAIL_RE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 # An international number ("+44 20 7946 0958"); bare digit strings are SKUs.
 _PHONE_RE = re.compile(r"^\+\d[\d\s().-]{6,}\Z")
-_CURRENCY_RE = re.compile(r"^[A-Za-z]{3}\Z")
-_VERSION_RE = re.compile(r"^v\d+\.\d+\Z")
 _MAX_AGE = 7 * 24 * 3600.0
 
 
@@ -170,40 +184,21 @@ class MetaCAPI(Adapter):
         super().__init__(name, settings)
         problems: list[tuple[str, str]] = []
 
-        raw_pixel = settings.get("pixel_id")
-        if isinstance(raw_pixel, bool) or not isinstance(raw_pixel, (str, int)):
-            problems.append(("pixel_id", "required: the pixel (dataset) ID, digits only"))
-            pixel = ""
-        else:
-            pixel = str(raw_pixel).strip()
-            if not pixel.isdigit() or not pixel.isascii():
-                problems.append(("pixel_id", f"{pixel!r} is not a pixel ID: digits only"))
-
-        token = settings.get("access_token")
-        if not isinstance(token, str) or not token.strip():
-            # The value is a secret: never echo it.
-            problems.append(("access_token", "required: a non-empty Conversions API access token"))
-            token = ""
-
-        version = settings.get("api_version", DEFAULT_API_VERSION)
-        if not isinstance(version, str) or not _VERSION_RE.match(version):
-            problems.append(("api_version", f"{version!r} is not a Graph API version like 'v26.0'"))
-            version = DEFAULT_API_VERSION
-
-        test_code = settings.get("test_event_code")
-        if test_code is not None and (not isinstance(test_code, str) or not test_code.strip()):
-            problems.append(("test_event_code", f"{test_code!r}: must be a non-empty string when set"))
-            test_code = None
-
-        endpoint = _check_endpoint(settings.get("endpoint", DEFAULT_ENDPOINT), problems)
+        pixel = digits_setting(settings, "pixel_id", "the pixel (dataset) ID", "a pixel ID", problems)
+        token = secret_setting(settings, "access_token", "a non-empty Conversions API access token", problems)
+        version = version_setting(
+            settings.get("api_version", DEFAULT_API_VERSION), DEFAULT_API_VERSION, "Graph API version", problems
+        )
+        test_code = optional_text_setting(settings, "test_event_code", problems)
+        endpoint = endpoint_setting(settings, DEFAULT_ENDPOINT, problems)
 
         if problems:
             raise ConfigError(problems)
 
         self.pixel_id = pixel
-        self.access_token = token.strip()
+        self.access_token = token
         self.api_version = version
-        self.test_event_code: str | None = test_code.strip() if isinstance(test_code, str) else None
+        self.test_event_code: str | None = test_code
         self.endpoint = endpoint
 
     # -- render ----------------------------------------------------------
@@ -214,16 +209,12 @@ class MetaCAPI(Adapter):
             raise RenderError(
                 f"action_source {event.action_source!r}: Meta accepts only {sorted(ACTION_SOURCES)}"
             )
-        if not math.isfinite(event.time):
-            raise RenderError(f"event time {event.time!r}: not a finite unix time")
-
-        # A client clock a little ahead of ours gives a future event_time,
-        # which Meta refuses for the whole batch; send "now" instead.
-        event_time = int(min(event.time, time.time()))
+        # A future event_time fails Meta's whole batch; event_time() sends "now" instead.
+        sent_at = event_time(event)
 
         out: dict[str, Any] = {
             "event_name": STANDARD_EVENTS.get(event.name, event.name),
-            "event_time": event_time,
+            "event_time": sent_at,
             "action_source": event.action_source,
         }
         if event.id:
@@ -243,10 +234,7 @@ class MetaCAPI(Adapter):
         ctx = event.context
         user: dict[str, Any] = dict(meta_user_data(event.user))
         # Meta wants these four as-is (never hashed).
-        if ctx.ip:
-            user["client_ip_address"] = ctx.ip
-        if ctx.user_agent:
-            user["client_user_agent"] = ctx.user_agent
+        user.update(client_fields(ctx))
         for key in ("fbp", "fbc"):
             value = ctx.ids.get(key)
             if value:
@@ -257,11 +245,7 @@ class MetaCAPI(Adapter):
 
     def build(self, payloads: list[dict[str, Any]]) -> Request:
         """One ``POST .../{pixel_id}/events`` carrying ``payloads`` as ``data``."""
-        if not 1 <= len(payloads) <= self.max_batch:
-            raise ValueError(
-                f"meta_capi {self.name!r}: batch of {len(payloads)} events; "
-                f"must be 1..{self.max_batch}"
-            )
+        check_batch(self, payloads)
         body: dict[str, Any] = {"data": payloads}
         if self.test_event_code:
             body["test_event_code"] = self.test_event_code
@@ -286,7 +270,7 @@ class MetaCAPI(Adapter):
         if answer.status is None:
             return default_classify(answer)
         status = answer.status
-        doc = _json_object(answer.body)
+        doc = json_object(answer.body)
         error = doc.get("error") if doc else None
 
         if isinstance(error, dict):
@@ -294,10 +278,8 @@ class MetaCAPI(Adapter):
         if 200 <= status < 300:
             if doc is not None and isinstance(doc.get("events_received"), int):
                 return Outcome(Verdict.OK, f"http {status} events_received {doc['events_received']}")
-            # A 2xx without the count is not Meta's success shape. Resending is
-            # safe (Meta deduplicates on event_name + event_id), so retry and
-            # let the retry budget turn a lasting oddity into a dead letter.
-            return Outcome(Verdict.RETRY, f"http {status} without events_received")
+            # Not Meta's success shape; Meta deduplicates on event_name + event_id.
+            return unexpected_success(status, "events_received")
         return default_classify(answer)
 
 
@@ -307,47 +289,36 @@ def _classify_error(status: int, error: Mapping[str, Any], headers: Mapping[str,
     reason = f"http {status} code {code}"
     if subcode is not None:
         reason += f" subcode {subcode}"
-    message = error.get("error_user_title") or error.get("message")
-    if isinstance(message, str) and message:
-        # Meta's text names the bad field; bounded so a ledger row stays small.
-        reason += ": " + message[:120]
+    # Meta's text names the bad field.
+    reason = message_reason(reason, error.get("error_user_title") or error.get("message"))
 
     transient = error.get("is_transient") is True
-    if status >= 500 or status == 429 or transient or code in _TRANSIENT_CODES or code in _THROTTLE_CODES:
-        return Outcome(Verdict.RETRY, reason, retry_after(headers))
-    return Outcome(Verdict.FINAL, reason)
+    retry = status >= 500 or status == 429 or transient or code in _TRANSIENT_CODES or code in _THROTTLE_CODES
+    return refused(reason, headers, retry=retry)
 
 
 def _custom_data(params: Mapping[str, Any]) -> dict[str, Any]:
     custom: dict[str, Any] = {}
 
-    if "value" in params and params["value"] is not None:
-        custom["value"] = _number("value", params["value"])
-    currency = params.get("currency")
-    if currency is not None and currency != "":
-        if not isinstance(currency, str) or not _CURRENCY_RE.match(currency.strip()):
-            raise RenderError(f"params.currency {currency!r}: not an ISO 4217 three-letter code")
-        custom["currency"] = currency.strip().upper()
+    if params.get("value") is not None:
+        # Named "value" (not "params.value" as elsewhere) in the error, as it always was here.
+        custom["value"] = number("value", params["value"])
+    currency = currency_param(params)
+    if currency is not None:
+        custom["currency"] = currency
 
     items = params.get("items")
     if items is not None:
-        if not isinstance(items, list):
-            raise RenderError(f"params.items: expected a list of items, got {type(items).__name__}")
         contents: list[dict[str, Any]] = []
-        for i, item in enumerate(items):
-            if not isinstance(item, Mapping):
-                raise RenderError(f"params.items[{i}]: expected an object, got {type(item).__name__}")
-            item_id = item.get("item_id", item.get("id"))
-            if item_id is None or item_id == "":
-                # Meta's contents need an id; an item without one is useless there.
-                log.debug("meta: item %d has no item_id, left out of contents", i)
-                continue
-            entry: dict[str, Any] = {"id": str(item_id)}
-            quantity = item.get("quantity")
-            entry["quantity"] = int(_number(f"params.items[{i}].quantity", quantity)) if quantity is not None else 1
+        # Meta's contents need an id; an item without one is useless there.
+        for i, item, item_id in identified_items(items, log, "meta", "contents"):
+            entry: dict[str, Any] = {
+                "id": item_id,
+                "quantity": loose_quantity(f"params.items[{i}].quantity", item.get("quantity")),
+            }
             price = item.get("price", item.get("item_price"))
             if price is not None:
-                entry["item_price"] = _number(f"params.items[{i}].price", price)
+                entry["item_price"] = number(f"params.items[{i}].price", price)
             contents.append(entry)
         if contents:
             custom["contents"] = contents
@@ -355,12 +326,11 @@ def _custom_data(params: Mapping[str, Any]) -> dict[str, Any]:
             custom["content_type"] = "product"
             custom["num_items"] = sum(int(c["quantity"]) for c in contents)
 
-    if params.get("transaction_id") not in (None, ""):
-        custom["order_id"] = str(params["transaction_id"])
-    if params.get("content_name") not in (None, ""):
-        custom["content_name"] = str(params["content_name"])
-    if params.get("search_term") not in (None, ""):
-        custom["search_string"] = str(params["search_term"])
+    copy_texts(
+        params,
+        custom,
+        {"transaction_id": "order_id", "content_name": "content_name", "search_term": "search_string"},
+    )
 
     for key, value in params.items():
         if key in _CONSUMED or key in custom:
@@ -376,39 +346,6 @@ def _custom_data(params: Mapping[str, Any]) -> dict[str, Any]:
     return custom
 
 
-def _number(field: str, value: Any) -> float:
-    if isinstance(value, bool):
-        raise RenderError(f"{field} {value!r}: expected a number")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise RenderError(f"{field} {value!r}: expected a number") from None
-    if not math.isfinite(number):
-        raise RenderError(f"{field} {value!r}: expected a finite number")
-    return number
-
-
 def _is_scalar(value: Any) -> bool:
     return isinstance(value, (str, int, float, bool)) and value != ""
 
-
-def _json_object(body: bytes) -> dict[str, Any] | None:
-    if not body:
-        return None
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    return doc if isinstance(doc, dict) else None
-
-
-def _check_endpoint(value: Any, problems: list[tuple[str, str]]) -> str:
-    if not isinstance(value, str):
-        problems.append(("endpoint", f"{value!r}: must be an http(s) URL"))
-        return ""
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        problems.append(("endpoint", f"{value!r}: must be an http(s) URL with a host"))
-    elif parts.query or parts.fragment:
-        problems.append(("endpoint", f"{value!r}: must be a base URL without query or fragment"))
-    return value.rstrip("/")

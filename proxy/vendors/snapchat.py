@@ -16,9 +16,7 @@ business SDKs (phone and email normalisation, their unit-test vectors, the
 from __future__ import annotations
 
 import logging
-import math
 import re
-import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 from urllib.parse import quote, urlencode
@@ -27,6 +25,25 @@ import orjson
 
 from ..model import Event
 from ..privacy import snap_user_data
+from ._common import (
+    check_batch,
+    click_id,
+    client_fields,
+    copy_texts,
+    currency_param,
+    endpoint_setting,
+    event_time,
+    flag_setting,
+    identified_items,
+    json_object,
+    loose_quantity,
+    matched_setting,
+    message_reason,
+    number,
+    region_setting,
+    secret_setting,
+    with_reason,
+)
 from .base import (
     Adapter,
     Answer,
@@ -37,7 +54,6 @@ from .base import (
     Verdict,
     default_classify,
 )
-from .meta import _check_endpoint, _json_object, _number
 
 __all__ = [
     "ACTION_SOURCES",
@@ -94,11 +110,9 @@ ACTION_SOURCES: dict[str, str] = {
     "phone_call": "OFFLINE",
 }
 
-_CURRENCY_RE = re.compile(r"^[A-Za-z]{3}\Z")
 _PIXEL_RE = re.compile(
     r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 )
-_REGION_RE = re.compile(r"^[A-Za-z]{2}\Z")
 # "events can have a date (timestamp) of maximum 37 days back" (Introduction).
 _MAX_AGE = 37 * 24 * 3600.0
 
@@ -129,37 +143,15 @@ class SnapchatCAPI(Adapter):
         super().__init__(name, settings)
         problems: list[tuple[str, str]] = []
 
-        pixel = settings.get("pixel_id")
-        if not isinstance(pixel, str) or not _PIXEL_RE.match(pixel.strip()):
-            problems.append(
-                ("pixel_id", f"{pixel!r}: required, the Snap Pixel ID (a UUID)")
-            )
-            pixel = ""
-
-        token = settings.get("access_token")
-        if not isinstance(token, str) or not token.strip():
-            # The value is a secret: never echo it.
-            problems.append(
-                ("access_token", "required: a non-empty Conversions API token")
-            )
-            token = ""
-
-        test_mode = settings.get("test_mode", False)
-        if not isinstance(test_mode, bool):
-            problems.append(("test_mode", f"{test_mode!r}: must be true or false"))
-            test_mode = False
-
-        region = settings.get("default_region", "US")
-        if region is not None and (
-            not isinstance(region, str) or not _REGION_RE.match(region)
-        ):
-            problems.append(
-                (
-                    "default_region",
-                    f"{region!r}: must be a two-letter country code like 'US'",
-                )
-            )
-            region = "US"
+        pixel = matched_setting(
+            settings, "pixel_id", _PIXEL_RE, ": required, the Snap Pixel ID (a UUID)", problems
+        )
+        token = secret_setting(
+            settings, "access_token", "a non-empty Conversions API token", problems
+        )
+        test_mode = flag_setting(settings, "test_mode", problems)
+        # Snap's SDKs assume country code 1 for numbers without one.
+        region = region_setting(settings, "US", problems)
 
         names = dict(STANDARD_EVENTS)
         extra = settings.get("event_names", {})
@@ -179,17 +171,15 @@ class SnapchatCAPI(Adapter):
                 else:
                     names[str(key)] = value
 
-        endpoint = _check_endpoint(settings.get("endpoint", DEFAULT_ENDPOINT), problems)
+        endpoint = endpoint_setting(settings, DEFAULT_ENDPOINT, problems)
 
         if problems:
             raise ConfigError(problems)
 
-        self.pixel_id = pixel.strip().lower()
-        self.access_token = token.strip()
+        self.pixel_id = pixel.lower()
+        self.access_token = token
         self.test_mode: bool = test_mode
-        self.default_region: str | None = (
-            region.upper() if isinstance(region, str) else None
-        )
+        self.default_region: str | None = region
         self.event_names = names
         self.endpoint = endpoint
 
@@ -211,13 +201,11 @@ class SnapchatCAPI(Adapter):
                 f"action_source {event.action_source!r}: a Snap pixel takes only "
                 f"{', '.join(sorted(ACTION_SOURCES))}"
             )
-        if not math.isfinite(event.time):
-            raise RenderError(f"event time {event.time!r}: not a finite unix time")
+        sent_at = event_time(event)
 
         out: dict[str, Any] = {
             "event_name": name,
-            # Unix seconds; a client clock ahead of ours is sent as "now".
-            "event_time": int(min(event.time, time.time())),
+            "event_time": sent_at,  # unix seconds
             "action_source": source,
         }
         if event.id:
@@ -238,11 +226,8 @@ class SnapchatCAPI(Adapter):
         ctx = event.context
         user: dict[str, Any] = dict(snap_user_data(event.user, self.default_region))
         # Sent as they are (never hashed).
-        if ctx.ip:
-            user["client_ip_address"] = ctx.ip
-        if ctx.user_agent:
-            user["client_user_agent"] = ctx.user_agent
-        click = ctx.ids.get("ScCid") or ctx.click_ids.get("ScCid")
+        user.update(client_fields(ctx))
+        click = click_id(ctx, "ScCid")
         if click:
             user["sc_click_id"] = click
         if ctx.ids.get("scid"):
@@ -253,11 +238,7 @@ class SnapchatCAPI(Adapter):
 
     def build(self, payloads: list[dict[str, Any]]) -> Request:
         """One ``POST /v3/{pixel}/events`` (or ``/events/validate`` in test mode)."""
-        if not 1 <= len(payloads) <= self.max_batch:
-            raise ValueError(
-                f"snapchat_capi {self.name!r}: batch of {len(payloads)} events; "
-                f"must be 1..{self.max_batch}"
-            )
+        check_batch(self, payloads)
         path = "events/validate" if self.test_mode else "events"
         # Snap documents the token as the access_token query parameter.
         url = f"{self.endpoint}/v3/{quote(self.pixel_id, safe='')}/{path}?" + urlencode(
@@ -277,23 +258,14 @@ class SnapchatCAPI(Adapter):
         """Ok on 2xx unless Snap's ``status`` says otherwise; generic HTTP rules else."""
         if answer.status is None or not 200 <= answer.status < 300:
             outcome = default_classify(answer)
-            doc = _json_object(answer.body)
+            doc = json_object(answer.body)
             reason = doc.get("reason") if doc else None
-            if isinstance(reason, str) and reason:
-                outcome = Outcome(
-                    outcome.verdict,
-                    f"{outcome.reason}: {reason[:120]}",
-                    outcome.retry_after_secs,
-                )
-            return outcome
-        doc = _json_object(answer.body)
+            return with_reason(outcome, message_reason(outcome.reason, reason))
+        doc = json_object(answer.body)
         status = doc.get("status") if doc else None
         if isinstance(status, str) and status.upper() in ("INVALID", "FAILED", "ERROR"):
-            reason = doc.get("reason") if doc else None
             text = f"http {answer.status} status {status}"
-            if isinstance(reason, str) and reason:
-                text += ": " + reason[:120]
-            return Outcome(Verdict.FINAL, text)
+            return Outcome(Verdict.FINAL, message_reason(text, doc.get("reason") if doc else None))
         return Outcome(
             Verdict.OK,
             f"http {answer.status}" + (f" status {status}" if status else ""),
@@ -303,40 +275,27 @@ class SnapchatCAPI(Adapter):
 def _custom_data(params: Mapping[str, Any]) -> dict[str, Any]:
     custom: dict[str, Any] = {}
     if params.get("value") is not None:
-        custom["value"] = _number("params.value", params["value"])
-    currency = params.get("currency")
-    if currency is not None and currency != "":
-        if not isinstance(currency, str) or not _CURRENCY_RE.match(currency.strip()):
-            raise RenderError(
-                f"params.currency {currency!r}: not an ISO 4217 three-letter code"
-            )
-        custom["currency"] = currency.strip().upper()
+        custom["value"] = number("params.value", params["value"])
+    currency = currency_param(params)
+    if currency is not None:
+        custom["currency"] = currency
 
     items = params.get("items")
     if items is not None:
-        if not isinstance(items, list):
-            raise RenderError(
-                f"params.items: expected a list of items, got {type(items).__name__}"
-            )
         contents: list[dict[str, Any]] = []
-        for i, item in enumerate(items):
-            if not isinstance(item, Mapping):
-                raise RenderError(
-                    f"params.items[{i}]: expected an object, got {type(item).__name__}"
-                )
-            item_id = item.get("item_id")
-            if item_id is None or item_id == "":
-                log.debug("snapchat: item %d has no item_id, left out of contents", i)
-                continue
-            entry: dict[str, Any] = {"id": str(item_id)}
-            quantity = item.get("quantity")
-            entry["quantity"] = (
-                int(_number(f"params.items[{i}].quantity", quantity))
-                if quantity is not None
-                else 1
-            )
+        # Only item_id names an item here, never the "id" alias the Meta,
+        # Pinterest and Reddit adapters also read (not a Snap rule).
+        for i, item, item_id in identified_items(
+            items, log, "snapchat", "contents", id_alias=False
+        ):
+            entry: dict[str, Any] = {
+                "id": item_id,
+                "quantity": loose_quantity(
+                    f"params.items[{i}].quantity", item.get("quantity")
+                ),
+            }
             if item.get("price") is not None:
-                entry["item_price"] = _number(f"params.items[{i}].price", item["price"])
+                entry["item_price"] = number(f"params.items[{i}].price", item["price"])
             if item.get("item_brand"):
                 entry["brand"] = str(item["item_brand"])
             contents.append(entry)
@@ -344,8 +303,7 @@ def _custom_data(params: Mapping[str, Any]) -> dict[str, Any]:
             custom["contents"] = contents
             custom["num_items"] = sum(int(c["quantity"]) for c in contents)
 
-    if params.get("transaction_id") not in (None, ""):
-        custom["order_id"] = str(params["transaction_id"])
-    if params.get("search_term") not in (None, ""):
-        custom["search_string"] = str(params["search_term"])
+    copy_texts(
+        params, custom, {"transaction_id": "order_id", "search_term": "search_string"}
+    )
     return custom

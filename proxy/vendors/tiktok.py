@@ -19,9 +19,7 @@ batch). Corrections to ``vendors.md`` are marked "vendors.md says".
 from __future__ import annotations
 
 import logging
-import math
 import re
-import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -29,6 +27,26 @@ import orjson
 
 from ..model import Event
 from ..privacy import tiktok_user
+from ._common import (
+    check_batch,
+    click_id,
+    copy_texts,
+    currency_param,
+    endpoint_setting,
+    event_time,
+    identified_items,
+    json_object,
+    loose_quantity,
+    matched_setting,
+    message_reason,
+    number,
+    optional_text_setting,
+    refused,
+    region_setting,
+    secret_setting,
+    unexpected_success,
+    version_setting,
+)
 from .base import (
     Adapter,
     Answer,
@@ -38,9 +56,7 @@ from .base import (
     Request,
     Verdict,
     default_classify,
-    retry_after,
 )
-from .meta import _check_endpoint, _json_object, _number
 
 __all__ = [
     "DEFAULT_API_VERSION",
@@ -84,10 +100,7 @@ _WEB_SOURCES = frozenset({"website", "system_generated", "other"})
 # 5xxxx are TikTok-side errors. Everything else (40001 no permission, 40002
 # invalid parameter, 40104/40105 missing or wrong token, ...) needs a human.
 _RATE_LIMIT_CODE = 40100
-_CURRENCY_RE = re.compile(r"^[A-Za-z]{3}\Z")
 _PIXEL_RE = re.compile(r"^[A-Za-z0-9]{8,40}\Z")
-_VERSION_RE = re.compile(r"^v\d+\.\d+\Z")
-_REGION_RE = re.compile(r"^[A-Za-z]{2}\Z")
 
 
 class TikTokEventsAPI(Adapter):
@@ -117,68 +130,33 @@ class TikTokEventsAPI(Adapter):
         super().__init__(name, settings)
         problems: list[tuple[str, str]] = []
 
-        pixel = settings.get("pixel_code")
-        if not isinstance(pixel, str) or not _PIXEL_RE.match(pixel.strip()):
-            problems.append(
-                (
-                    "pixel_code",
-                    f"{pixel!r}: required, the pixel code (letters and digits)",
-                )
-            )
-            pixel = ""
-
-        token = settings.get("access_token")
-        if not isinstance(token, str) or not token.strip():
-            # The value is a secret: never echo it.
-            problems.append(
-                ("access_token", "required: a non-empty Events API access token")
-            )
-            token = ""
-
-        test_code = settings.get("test_event_code")
-        if test_code is not None and (
-            not isinstance(test_code, str) or not test_code.strip()
-        ):
-            problems.append(
-                (
-                    "test_event_code",
-                    f"{test_code!r}: must be a non-empty string when set",
-                )
-            )
-            test_code = None
-
-        region = settings.get("default_region")
-        if region is not None and (
-            not isinstance(region, str) or not _REGION_RE.match(region)
-        ):
-            problems.append(
-                (
-                    "default_region",
-                    f"{region!r}: must be a two-letter country code like 'US'",
-                )
-            )
-            region = None
-
-        version = settings.get("api_version", DEFAULT_API_VERSION)
-        if not isinstance(version, str) or not _VERSION_RE.match(version):
-            problems.append(
-                ("api_version", f"{version!r} is not a version like 'v1.3'")
-            )
-            version = DEFAULT_API_VERSION
-
-        endpoint = _check_endpoint(settings.get("endpoint", DEFAULT_ENDPOINT), problems)
+        pixel = matched_setting(
+            settings,
+            "pixel_code",
+            _PIXEL_RE,
+            ": required, the pixel code (letters and digits)",
+            problems,
+        )
+        token = secret_setting(
+            settings, "access_token", "a non-empty Events API access token", problems
+        )
+        test_code = optional_text_setting(settings, "test_event_code", problems)
+        region = region_setting(settings, None, problems)
+        version = version_setting(
+            settings.get("api_version", DEFAULT_API_VERSION),
+            DEFAULT_API_VERSION,
+            "version",
+            problems,
+        )
+        endpoint = endpoint_setting(settings, DEFAULT_ENDPOINT, problems)
 
         if problems:
             raise ConfigError(problems)
 
-        self.pixel_code = pixel.strip()
-        self.access_token = token.strip()
-        self.test_event_code: str | None = (
-            test_code.strip() if isinstance(test_code, str) else None
-        )
-        self.default_region: str | None = (
-            region.upper() if isinstance(region, str) else None
-        )
+        self.pixel_code = pixel
+        self.access_token = token
+        self.test_event_code: str | None = test_code
+        self.default_region: str | None = region
         self.api_version = version
         self.endpoint = endpoint
 
@@ -191,13 +169,11 @@ class TikTokEventsAPI(Adapter):
                 f"action_source {event.action_source!r}: a TikTok pixel takes only web events "
                 f"({', '.join(sorted(_WEB_SOURCES))})"
             )
-        if not math.isfinite(event.time):
-            raise RenderError(f"event time {event.time!r}: not a finite unix time")
+        sent_at = event_time(event)
 
         out: dict[str, Any] = {
             "event": STANDARD_EVENTS.get(event.name, event.name),
-            # Unix seconds; a client clock ahead of ours is sent as "now".
-            "event_time": int(min(event.time, time.time())),
+            "event_time": sent_at,  # unix seconds
         }
         if event.id:
             out["event_id"] = event.id
@@ -218,7 +194,7 @@ class TikTokEventsAPI(Adapter):
         ctx = event.context
         user: dict[str, Any] = dict(tiktok_user(event.user, self.default_region))
         # Sent as they are (TikTok: "non-hashed").
-        ttclid = ctx.ids.get("ttclid") or ctx.click_ids.get("ttclid")
+        ttclid = click_id(ctx, "ttclid")
         if ttclid:
             user["ttclid"] = ttclid
         if ctx.ids.get("ttp"):
@@ -233,10 +209,7 @@ class TikTokEventsAPI(Adapter):
 
     def build(self, payloads: list[dict[str, Any]]) -> Request:
         """One ``POST .../event/track/`` carrying ``payloads`` as ``data`` for this pixel."""
-        if not 1 <= len(payloads) <= self.max_batch:
-            raise ValueError(
-                f"tiktok_capi {self.name!r}: batch of {len(payloads)} events; must be 1..{self.max_batch}"
-            )
+        check_batch(self, payloads)
         body: dict[str, Any] = {
             "event_source": "web",
             "event_source_id": self.pixel_code,
@@ -259,77 +232,52 @@ class TikTokEventsAPI(Adapter):
         if answer.status is None:
             return default_classify(answer)
         status = answer.status
-        doc = _json_object(answer.body)
+        doc = json_object(answer.body)
         code = doc.get("code") if doc else None
 
         if status == 429 or status >= 500:
             return default_classify(answer)
         if isinstance(code, int) and not isinstance(code, bool):
             reason = f"http {status} code {code}"
-            message = doc.get("message") if doc else None
             if code == 0 and 200 <= status < 300:
                 return Outcome(Verdict.OK, reason)
-            if isinstance(message, str) and message:
-                reason += ": " + message[:120]
-            if code == _RATE_LIMIT_CODE or code >= 50000:
-                return Outcome(Verdict.RETRY, reason, retry_after(answer.headers))
-            return Outcome(Verdict.FINAL, reason)
+            reason = message_reason(reason, doc.get("message") if doc else None)
+            retry = code == _RATE_LIMIT_CODE or code >= 50000
+            return refused(reason, answer.headers, retry=retry)
         if 200 <= status < 300:
-            # Not TikTok's envelope. Resending is safe (TikTok deduplicates on
-            # event + event_id), so retry and let the budget end it.
-            return Outcome(Verdict.RETRY, f"http {status} without code")
+            # Not TikTok's envelope; TikTok deduplicates on event + event_id.
+            return unexpected_success(status, "code")
         return default_classify(answer)
 
 
 def _properties(params: Mapping[str, Any]) -> dict[str, Any]:
     props: dict[str, Any] = {}
     if params.get("value") is not None:
-        props["value"] = _number("params.value", params["value"])
-    currency = params.get("currency")
-    if currency is not None and currency != "":
-        if not isinstance(currency, str) or not _CURRENCY_RE.match(currency.strip()):
-            raise RenderError(
-                f"params.currency {currency!r}: not an ISO 4217 three-letter code"
-            )
-        props["currency"] = currency.strip().upper()
+        props["value"] = number("params.value", params["value"])
+    currency = currency_param(params)
+    if currency is not None:
+        props["currency"] = currency
 
     items = params.get("items")
     if items is not None:
-        if not isinstance(items, list):
-            raise RenderError(
-                f"params.items: expected a list of items, got {type(items).__name__}"
-            )
         contents: list[dict[str, Any]] = []
-        for i, item in enumerate(items):
-            if not isinstance(item, Mapping):
-                raise RenderError(
-                    f"params.items[{i}]: expected an object, got {type(item).__name__}"
-                )
-            item_id = item.get("item_id")
-            if item_id is None or item_id == "":
-                log.debug("tiktok: item %d has no item_id, left out of contents", i)
-                continue
-            entry: dict[str, Any] = {
-                "content_id": str(item_id),
-                "content_type": "product",
-            }
+        # Only item_id names an item here, never the "id" alias the Meta,
+        # Pinterest and Reddit adapters also read (not a TikTok rule).
+        for i, item, item_id in identified_items(
+            items, log, "tiktok", "contents", id_alias=False
+        ):
+            entry: dict[str, Any] = {"content_id": item_id, "content_type": "product"}
             if item.get("item_name"):
                 entry["content_name"] = str(item["item_name"])
-            quantity = item.get("quantity")
-            entry["quantity"] = (
-                int(_number(f"params.items[{i}].quantity", quantity))
-                if quantity is not None
-                else 1
+            entry["quantity"] = loose_quantity(
+                f"params.items[{i}].quantity", item.get("quantity")
             )
             if item.get("price") is not None:
-                entry["price"] = _number(f"params.items[{i}].price", item["price"])
+                entry["price"] = number(f"params.items[{i}].price", item["price"])
             contents.append(entry)
         if contents:
             props["contents"] = contents
             props["content_type"] = "product"
 
-    if params.get("transaction_id") not in (None, ""):
-        props["order_id"] = str(params["transaction_id"])
-    if params.get("search_term") not in (None, ""):
-        props["query"] = str(params["search_term"])
+    copy_texts(params, props, {"transaction_id": "order_id", "search_term": "query"})
     return props
