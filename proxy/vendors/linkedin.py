@@ -21,9 +21,7 @@ page.
 from __future__ import annotations
 
 import logging
-import math
 import re
-import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -31,6 +29,20 @@ import orjson
 
 from ..model import Event
 from ..privacy import is_hashed, normalize_meta, sha256_hex
+from ._common import (
+    check_batch,
+    click_id,
+    currency_code,
+    decimal_string,
+    endpoint_setting,
+    event_time,
+    json_object,
+    refused,
+    secret_setting,
+    unexpected_success,
+    version_setting,
+    with_reason,
+)
 from .base import (
     Adapter,
     Answer,
@@ -40,9 +52,7 @@ from .base import (
     Request,
     Verdict,
     default_classify,
-    retry_after,
 )
-from .pinterest import check_endpoint, currency_code, decimal_string, json_object
 
 __all__ = [
     "CONVERSION_URN_PREFIX",
@@ -112,16 +122,12 @@ class LinkedInCAPI(Adapter):
         super().__init__(name, settings)
         problems: list[tuple[str, str]] = []
 
-        token = settings.get("access_token")
-        if not isinstance(token, str) or not token.strip():
-            # The value is a secret: never echo it.
-            problems.append(
-                (
-                    "access_token",
-                    "required: a non-empty OAuth access token with rw_conversions",
-                )
-            )
-            token = ""
+        token = secret_setting(
+            settings,
+            "access_token",
+            "a non-empty OAuth access token with rw_conversions",
+            problems,
+        )
 
         default_rule = settings.get("conversion_rule_id")
         rule: str | None = None
@@ -174,24 +180,24 @@ class LinkedInCAPI(Adapter):
                 )
             )
 
-        version = settings.get("api_version", DEFAULT_API_VERSION)
-        if isinstance(version, int) and not isinstance(version, bool):
-            version = str(version)
-        if not isinstance(version, str) or not _VERSION_RE.match(version):
-            problems.append(
-                (
-                    "api_version",
-                    f"{version!r} is not a LinkedIn-Version like '{DEFAULT_API_VERSION}' (YYYYMM)",
-                )
-            )
-            version = DEFAULT_API_VERSION
-
-        endpoint = check_endpoint(settings.get("endpoint", DEFAULT_ENDPOINT), problems)
+        raw_version = settings.get("api_version", DEFAULT_API_VERSION)
+        if isinstance(raw_version, int) and not isinstance(raw_version, bool):
+            # YYYYMM written as a TOML integer.
+            raw_version = str(raw_version)
+        version = version_setting(
+            raw_version,
+            DEFAULT_API_VERSION,
+            "LinkedIn-Version",
+            problems,
+            pattern=_VERSION_RE,
+            hint=" (YYYYMM)",
+        )
+        endpoint = endpoint_setting(settings, DEFAULT_ENDPOINT, problems)
 
         if problems:
             raise ConfigError(problems)
 
-        self.access_token = token.strip()
+        self.access_token = token
         self.conversion_rule_id = rule
         self.conversion_rules = rules
         self.api_version = version
@@ -206,15 +212,14 @@ class LinkedInCAPI(Adapter):
             raise RenderError(
                 f"event {event.name!r}: no LinkedIn conversion rule (add it to conversion_rules or set conversion_rule_id)"
             )
-        if not math.isfinite(event.time):
-            raise RenderError(f"event time {event.time!r}: not a finite unix time")
+        # Epoch milliseconds.
+        sent_at = event_time(event, 1000)
 
-        ctx = event.context
         user_ids: list[dict[str, str]] = []
         email = hash_linkedin_email(event.user.email)
         if email:
             user_ids.append({"idType": "SHA256_EMAIL", "idValue": email})
-        fat_id = ctx.ids.get("li_fat_id") or ctx.click_ids.get("li_fat_id")
+        fat_id = click_id(event.context, "li_fat_id")
         if fat_id:
             user_ids.append(
                 {"idType": "LINKEDIN_FIRST_PARTY_ADS_TRACKING_UUID", "idValue": fat_id}
@@ -228,8 +233,7 @@ class LinkedInCAPI(Adapter):
 
         out: dict[str, Any] = {
             "conversion": CONVERSION_URN_PREFIX + rule,
-            # Epoch milliseconds; a client clock ahead of ours gives "now".
-            "conversionHappenedAt": int(min(event.time, time.time()) * 1000),
+            "conversionHappenedAt": sent_at,
             "user": {"userIds": user_ids},
         }
         if event.id:
@@ -249,10 +253,7 @@ class LinkedInCAPI(Adapter):
 
     def build(self, payloads: list[dict[str, Any]]) -> Request:
         """One Rest.li ``BATCH_CREATE`` on ``/rest/conversionEvents`` with ``elements``."""
-        if not 1 <= len(payloads) <= self.max_batch:
-            raise ValueError(
-                f"linkedin_capi {self.name!r}: batch of {len(payloads)} events; must be 1..{self.max_batch}"
-            )
+        check_batch(self, payloads)
         return Request(
             "POST",
             f"{self.endpoint}/rest/conversionEvents",
@@ -279,8 +280,8 @@ class LinkedInCAPI(Adapter):
         if 200 <= status < 300:
             elements = doc.get("elements") if doc else None
             if not isinstance(elements, list):
-                # Not a batch answer. Resending is deduplicated by eventId.
-                return Outcome(Verdict.RETRY, f"http {status} without elements")
+                # Not a batch answer; LinkedIn deduplicates on eventId.
+                return unexpected_success(status, "elements")
             bad = [
                 (i, e)
                 for i, e in enumerate(elements)
@@ -295,16 +296,16 @@ class LinkedInCAPI(Adapter):
             error = detail.get("error")
             message = error.get("message") if isinstance(error, dict) else None
             reason = f"http {status} element {index} status {detail.get('status')}"
+            # Unlike message_reason(), an empty message still adds ": " here.
             if isinstance(message, str):
                 reason += ": " + message[:120]
             if len(bad) > 1:
                 reason += f" (+{len(bad) - 1} more)"
             element_status = detail.get("status")
-            if isinstance(element_status, int) and (
+            retry = isinstance(element_status, int) and (
                 element_status == 429 or element_status >= 500
-            ):
-                return Outcome(Verdict.RETRY, reason, retry_after(answer.headers))
-            return Outcome(Verdict.FINAL, reason)
+            )
+            return refused(reason, answer.headers, retry=retry)
 
         outcome = default_classify(answer)
         if doc is not None and isinstance(doc.get("message"), str):
@@ -312,7 +313,7 @@ class LinkedInCAPI(Adapter):
             if doc.get("serviceErrorCode") is not None:
                 reason += f" code {doc['serviceErrorCode']}"
             reason += ": " + doc["message"][:120]
-            return Outcome(outcome.verdict, reason, outcome.retry_after_secs)
+            return with_reason(outcome, reason)
         return outcome
 
 

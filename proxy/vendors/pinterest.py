@@ -20,17 +20,34 @@ action-source lists of the Segment destination Pinterest documents.
 from __future__ import annotations
 
 import logging
-import math
 import re
-import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import orjson
 
 from ..model import Event, UserData
 from ..privacy import is_hashed, normalize_meta, sha256_hex
+from ._common import (
+    check_batch,
+    client_fields,
+    copy_texts,
+    currency_param,
+    decimal_string,
+    digits_setting,
+    endpoint_setting,
+    event_time,
+    flag_setting,
+    item_id,
+    item_list,
+    json_object,
+    quantity,
+    refused,
+    secret_setting,
+    unexpected_success,
+    with_reason,
+)
 from .base import (
     Adapter,
     Answer,
@@ -40,7 +57,6 @@ from .base import (
     Request,
     Verdict,
     default_classify,
-    retry_after,
 )
 
 __all__ = [
@@ -81,8 +97,6 @@ ACTION_SOURCES: dict[str, str] = {
     "phone_call": "offline",
 }
 
-_DIGITS_RE = re.compile(r"^[0-9]+\Z")
-_CURRENCY_RE = re.compile(r"^[A-Za-z]{3}\Z")
 _WHITESPACE_RE = re.compile(r"\s+")
 # Not confirmed in Pinterest's own pages (vendors.md [U], and a partner page
 # says "events that occurred within the previous seven days").
@@ -141,42 +155,24 @@ class PinterestCAPI(Adapter):
         super().__init__(name, settings)
         problems: list[tuple[str, str]] = []
 
-        raw_account = settings.get("ad_account_id")
-        if isinstance(raw_account, bool) or not isinstance(raw_account, (str, int)):
-            problems.append(
-                ("ad_account_id", "required: the Pinterest ad account ID, digits only")
-            )
-            account = ""
-        else:
-            account = str(raw_account).strip()
-            if not _DIGITS_RE.match(account):
-                problems.append(
-                    (
-                        "ad_account_id",
-                        f"{account!r} is not an ad account ID: digits only",
-                    )
-                )
-
-        token = settings.get("access_token")
-        if not isinstance(token, str) or not token.strip():
-            # The value is a secret: never echo it.
-            problems.append(
-                ("access_token", "required: a non-empty conversion access token")
-            )
-            token = ""
-
-        test = settings.get("test", False)
-        if not isinstance(test, bool):
-            problems.append(("test", f"{test!r}: must be true or false"))
-            test = False
-
-        endpoint = check_endpoint(settings.get("endpoint", DEFAULT_ENDPOINT), problems)
+        account = digits_setting(
+            settings,
+            "ad_account_id",
+            "the Pinterest ad account ID",
+            "an ad account ID",
+            problems,
+        )
+        token = secret_setting(
+            settings, "access_token", "a non-empty conversion access token", problems
+        )
+        test = flag_setting(settings, "test", problems)
+        endpoint = endpoint_setting(settings, DEFAULT_ENDPOINT, problems)
 
         if problems:
             raise ConfigError(problems)
 
         self.ad_account_id = account
-        self.access_token = token.strip()
+        self.access_token = token
         self.test = test
         self.endpoint = endpoint
 
@@ -190,8 +186,7 @@ class PinterestCAPI(Adapter):
                 f"action_source {event.action_source!r}: Pinterest takes only "
                 f"{sorted(ACTION_SOURCES)} from tagrelay (app events need their platform)"
             )
-        if not math.isfinite(event.time):
-            raise RenderError(f"event time {event.time!r}: not a finite unix time")
+        sent_at = event_time(event)
         if not event.id:
             # Pinterest requires event_id; it is also the dedup key with the Tag.
             raise RenderError("event id: empty, and Pinterest requires event_id")
@@ -199,8 +194,7 @@ class PinterestCAPI(Adapter):
         out: dict[str, Any] = {
             "event_name": STANDARD_EVENTS.get(event.name, "custom"),
             "action_source": source,
-            # A client clock ahead of ours would give a future time: send "now".
-            "event_time": int(min(event.time, time.time())),
+            "event_time": sent_at,
             "event_id": event.id,
         }
         if event.page.url:
@@ -222,10 +216,7 @@ class PinterestCAPI(Adapter):
 
     def build(self, payloads: list[dict[str, Any]]) -> Request:
         """One ``POST .../v5/ad_accounts/{id}/events`` carrying ``payloads`` as ``data``."""
-        if not 1 <= len(payloads) <= self.max_batch:
-            raise ValueError(
-                f"pinterest_capi {self.name!r}: batch of {len(payloads)} events; must be 1..{self.max_batch}"
-            )
+        check_batch(self, payloads)
         url = f"{self.endpoint}/v5/ad_accounts/{quote(self.ad_account_id, safe='')}/events"
         if self.test:
             url += "?test=true"
@@ -266,23 +257,23 @@ class PinterestCAPI(Adapter):
                 first = failed[0] if isinstance(failed[0], dict) else {}
                 message = str(first.get("error_message") or "no message")[:120]
                 reason = f"http {status} failed {len(failed)}/{received}: {message}"
-                if status == 429 or status >= 500:
-                    return Outcome(Verdict.RETRY, reason, retry_after(answer.headers))
-                # The refused events will be refused again; processed ones are
-                # deduplicated by event_id if a replay resends them.
-                return Outcome(Verdict.FINAL, reason)
+                # Unless Pinterest is overloaded, the refused events will be
+                # refused again; processed ones are deduplicated by event_id if
+                # a replay resends them.
+                retry = status == 429 or status >= 500
+                return refused(reason, answer.headers, retry=retry)
 
         if 200 <= status < 300:
-            # Not Pinterest's success shape. Resending is safe (dedup on
-            # event_id); the retry budget turns a lasting oddity into a dead letter.
-            return Outcome(Verdict.RETRY, f"http {status} without events")
+            # Not Pinterest's success shape; Pinterest deduplicates on event_id.
+            return unexpected_success(status, "events")
 
         outcome = default_classify(answer)
         if doc is not None and "code" in doc:
             reason = f"http {status} code {doc.get('code')}"
+            # Unlike message_reason(), an empty message still adds ": " here.
             if isinstance(doc.get("message"), str):
                 reason += ": " + doc["message"][:120]
-            return Outcome(outcome.verdict, reason, outcome.retry_after_secs)
+            return with_reason(outcome, reason)
         return outcome
 
 
@@ -290,10 +281,7 @@ def _user_data(event: Event) -> dict[str, Any]:
     ctx = event.context
     user: dict[str, Any] = {}
     user.update(_hashed_user(event.user))
-    if ctx.ip:
-        user["client_ip_address"] = ctx.ip
-    if ctx.user_agent:
-        user["client_user_agent"] = ctx.user_agent
+    user.update(client_fields(ctx))
     # The server-kept last-seen epik first, then the Tag's _epik cookie, then
     # this hit's landing URL.
     click = (
@@ -325,18 +313,20 @@ def _custom_data(params: Mapping[str, Any]) -> dict[str, Any]:
     if value is not None and value != "":
         # Pinterest takes value as a string and parses it as a double.
         custom["value"] = decimal_string("params.value", value)
-    currency = params.get("currency")
-    if currency is not None and currency != "":
-        custom["currency"] = currency_code(currency)
+    currency = currency_param(params)
+    if currency is not None:
+        custom["currency"] = currency
 
     items = params.get("items")
     if items is not None:
         contents = []
+        # Every item is checked before any is used; one without an ID still
+        # counts (Pinterest's contents take no required id).
         for i, item in enumerate(item_list(items)):
-            item_id = item.get("item_id", item.get("id"))
+            ident = item_id(item)
             entry: dict[str, Any] = {}
-            if item_id not in (None, ""):
-                entry["id"] = str(item_id)
+            if ident is not None:
+                entry["id"] = ident
             price = item.get("price")
             if price is not None:
                 entry["item_price"] = decimal_string(f"params.items[{i}].price", price)
@@ -351,96 +341,8 @@ def _custom_data(params: Mapping[str, Any]) -> dict[str, Any]:
                 custom["content_ids"] = ids
             custom["num_items"] = sum(c["quantity"] for c in contents)
 
-    if params.get("transaction_id") not in (None, ""):
-        custom["order_id"] = str(params["transaction_id"])
-    if params.get("search_term") not in (None, ""):
-        custom["search_string"] = str(params["search_term"])
+    copy_texts(
+        params, custom, {"transaction_id": "order_id", "search_term": "search_string"}
+    )
     return custom
 
-
-# -- helpers shared by the Pinterest, Reddit and LinkedIn adapters ----------
-# TODO(vendors layout): move these into a shared private module once the lead
-# opens proxy/vendors/ for one; each adapter module owns only its own file now.
-
-
-def number(field: str, value: Any) -> float:
-    """``value`` as a finite float, or :class:`RenderError` naming ``field``."""
-    if isinstance(value, bool):
-        raise RenderError(f"{field} {value!r}: expected a number")
-    try:
-        result = float(value)
-    except (TypeError, ValueError):
-        raise RenderError(f"{field} {value!r}: expected a number") from None
-    if not math.isfinite(result):
-        raise RenderError(f"{field} {value!r}: expected a finite number")
-    return result
-
-
-def decimal_string(field: str, value: Any) -> str:
-    """A number written as a plain decimal string ("59.9", "20.0"), never in exponent form."""
-    result = number(field, value)
-    text = repr(result)
-    if "e" in text or "E" in text:
-        text = f"{result:.6f}".rstrip("0")
-        if text.endswith("."):
-            text += "0"
-    return text
-
-
-def quantity(field: str, value: Any) -> int:
-    """An item quantity: a whole number of at least 1; absent means 1."""
-    if value is None:
-        return 1
-    result = number(field, value)
-    if result != int(result) or result < 1:
-        raise RenderError(f"{field} {value!r}: expected a whole number of at least 1")
-    return int(result)
-
-
-def currency_code(value: Any) -> str:
-    """An ISO 4217 code in capitals, or :class:`RenderError`."""
-    if not isinstance(value, str) or not _CURRENCY_RE.match(value.strip()):
-        raise RenderError(
-            f"params.currency {value!r}: not an ISO 4217 three-letter code"
-        )
-    return value.strip().upper()
-
-
-def item_list(items: Any) -> list[Mapping[str, Any]]:
-    """``params.items`` checked to be a list of objects."""
-    if not isinstance(items, list):
-        raise RenderError(
-            f"params.items: expected a list of items, got {type(items).__name__}"
-        )
-    for i, item in enumerate(items):
-        if not isinstance(item, Mapping):
-            raise RenderError(
-                f"params.items[{i}]: expected an object, got {type(item).__name__}"
-            )
-    return items
-
-
-def json_object(body: bytes) -> dict[str, Any] | None:
-    """The body parsed as a JSON object, or None."""
-    if not body:
-        return None
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    return doc if isinstance(doc, dict) else None
-
-
-def check_endpoint(value: Any, problems: list[tuple[str, str]]) -> str:
-    """``value`` as an http(s) base URL without trailing slash; problems are appended."""
-    if not isinstance(value, str):
-        problems.append(("endpoint", f"{value!r}: must be an http(s) URL"))
-        return ""
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        problems.append(("endpoint", f"{value!r}: must be an http(s) URL with a host"))
-    elif parts.query or parts.fragment:
-        problems.append(
-            ("endpoint", f"{value!r}: must be a base URL without query or fragment")
-        )
-    return value.rstrip("/")

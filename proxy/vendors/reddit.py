@@ -21,9 +21,7 @@ and the v3 error body recorded against the live API in the same project.
 from __future__ import annotations
 
 import logging
-import math
 import re
-import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 from urllib.parse import quote
@@ -33,6 +31,23 @@ import orjson
 from .. import __version__
 from ..model import Event, UserData
 from ..privacy import is_hashed, sha256_hex
+from ._common import (
+    check_batch,
+    click_id,
+    currency_param,
+    endpoint_setting,
+    event_time,
+    identified_items,
+    item_list,
+    json_object,
+    matched_setting,
+    message_reason,
+    number,
+    optional_text_setting,
+    quantity,
+    secret_setting,
+    unexpected_success,
+)
 from .base import (
     Adapter,
     Answer,
@@ -43,14 +58,6 @@ from .base import (
     Verdict,
     default_classify,
     retry_after,
-)
-from .pinterest import (
-    check_endpoint,
-    currency_code,
-    item_list,
-    json_object,
-    number,
-    quantity,
 )
 
 __all__ = [
@@ -175,53 +182,34 @@ class RedditCAPI(Adapter):
         super().__init__(name, settings)
         problems: list[tuple[str, str]] = []
 
-        pixel = settings.get("pixel_id")
-        if not isinstance(pixel, str) or not pixel.strip():
-            problems.append(
-                ("pixel_id", "required: the Reddit pixel ID, like 'a2_abcdef123456'")
-            )
-            pixel = ""
-        elif not _PIXEL_RE.match(pixel.strip()):
-            problems.append(
-                (
-                    "pixel_id",
-                    f"{pixel!r} is not a pixel ID: letters, digits and '_' only",
-                )
-            )
-
-        token = settings.get("access_token")
-        if not isinstance(token, str) or not token.strip():
-            # The value is a secret: never echo it.
-            problems.append(
-                ("access_token", "required: a non-empty conversion access token")
-            )
-            token = ""
-
-        test_id = settings.get("test_id")
-        if test_id is not None and (
-            not isinstance(test_id, str) or not test_id.strip()
-        ):
-            problems.append(
-                ("test_id", f"{test_id!r}: must be a non-empty string when set")
-            )
-            test_id = None
-
-        endpoint = check_endpoint(settings.get("endpoint", DEFAULT_ENDPOINT), problems)
+        pixel = matched_setting(
+            settings,
+            "pixel_id",
+            _PIXEL_RE,
+            " is not a pixel ID: letters, digits and '_' only",
+            problems,
+            required="required: the Reddit pixel ID, like 'a2_abcdef123456'",
+        )
+        token = secret_setting(
+            settings, "access_token", "a non-empty conversion access token", problems
+        )
+        test_id = optional_text_setting(settings, "test_id", problems)
+        endpoint = endpoint_setting(settings, DEFAULT_ENDPOINT, problems)
 
         if problems:
             raise ConfigError(problems)
 
-        self.pixel_id = pixel.strip()
-        self.access_token = token.strip()
-        self.test_id: str | None = test_id.strip() if isinstance(test_id, str) else None
+        self.pixel_id = pixel
+        self.access_token = token
+        self.test_id: str | None = test_id
         self.endpoint = endpoint
 
     # -- render ----------------------------------------------------------
 
     def render(self, event: Event) -> dict[str, Any]:
         """One v3 conversion event: time in ms, source, type, click ID, hashed ``user``, ``metadata``."""
-        if not math.isfinite(event.time):
-            raise RenderError(f"event time {event.time!r}: not a finite unix time")
+        # v3: unix epoch milliseconds.
+        sent_at = event_time(event, 1000)
 
         tracking = STANDARD_EVENTS.get(event.name)
         kind: dict[str, Any]
@@ -236,16 +224,13 @@ class RedditCAPI(Adapter):
 
         source = ACTION_SOURCES.get(event.action_source, "OTHER")
         out: dict[str, Any] = {
-            # v3: unix epoch milliseconds. A client clock ahead of ours would
-            # give a future time: send "now".
-            "event_at": int(min(event.time, time.time()) * 1000),
+            "event_at": sent_at,
             "action_source": source,
             "type": kind,
         }
         if event.page.url and source == "WEBSITE":
             out["event_source_url"] = event.page.url
-        ctx = event.context
-        click = ctx.ids.get("rdt_cid") or ctx.click_ids.get("rdt_cid")
+        click = click_id(event.context, "rdt_cid")
         if click:
             out["click_id"] = click
         user = _user(event)
@@ -258,10 +243,7 @@ class RedditCAPI(Adapter):
 
     def build(self, payloads: list[dict[str, Any]]) -> Request:
         """One ``POST .../api/v3/pixels/{pixel}/conversion_events`` with ``data.events``."""
-        if not 1 <= len(payloads) <= self.max_batch:
-            raise ValueError(
-                f"reddit_capi {self.name!r}: batch of {len(payloads)} events; must be 1..{self.max_batch}"
-            )
+        check_batch(self, payloads)
         data: dict[str, Any] = {"events": payloads}
         if self.test_id:
             data["test_id"] = self.test_id
@@ -290,10 +272,7 @@ class RedditCAPI(Adapter):
         error = doc.get("error") if doc else None
 
         if isinstance(error, dict):
-            reason = f"http {status}"
-            message = error.get("message")
-            if isinstance(message, str) and message:
-                reason += ": " + message[:120]
+            reason = message_reason(f"http {status}", error.get("message"))
             fields = error.get("fields")
             if isinstance(fields, list) and fields and isinstance(fields[0], dict):
                 # The first field-scoped problem says what to fix.
@@ -312,8 +291,8 @@ class RedditCAPI(Adapter):
             data = doc.get("data") if doc else None
             if isinstance(data, dict) and isinstance(data.get("message"), str):
                 return Outcome(Verdict.OK, f"http {status}: {data['message'][:120]}")
-            # Not Reddit's success shape; resending is deduplicated by conversion_id.
-            return Outcome(Verdict.RETRY, f"http {status} without data.message")
+            # Not Reddit's success shape; Reddit deduplicates on conversion_id.
+            return unexpected_success(status, "data.message")
         return default_classify(answer)
 
 
@@ -361,19 +340,18 @@ def _metadata(event: Event) -> dict[str, Any]:
     if value is not None and value != "":
         # v3: a double in the currency's base unit (v2's value_decimal).
         meta["value"] = number("params.value", value)
-    currency = params.get("currency")
-    if currency is not None and currency != "":
-        meta["currency"] = currency_code(currency)
+    currency = currency_param(params)
+    if currency is not None:
+        meta["currency"] = currency
     items = params.get("items")
     if items is not None:
         products = []
-        for i, item in enumerate(item_list(items)):
-            item_id = item.get("item_id", item.get("id"))
-            if item_id in (None, ""):
-                # Reddit v3 refuses products without an id.
-                log.debug("reddit: item %d has no item_id, left out of products", i)
-                continue
-            product: dict[str, Any] = {"id": str(item_id)}
+        # Reddit v3 refuses products without an id. Every item is checked
+        # (item_list) before any is used, as this adapter always did.
+        for i, item, item_id in identified_items(
+            item_list(items), log, "reddit", "products"
+        ):
+            product: dict[str, Any] = {"id": item_id}
             if item.get("item_name") not in (None, ""):
                 product["name"] = str(item["item_name"])
             if item.get("item_category") not in (None, ""):
