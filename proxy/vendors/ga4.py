@@ -17,14 +17,20 @@ from __future__ import annotations
 import logging
 import math
 import re
-import time
 from typing import Any, ClassVar, Mapping
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 import orjson
 
 from ..model import Event, Geo, UAInfo
 from ..privacy import google_user_data
+from ._common import (
+    endpoint_setting,
+    event_time,
+    flag_setting,
+    matched_setting,
+    secret_setting,
+)
 from .base import (
     Adapter,
     Answer,
@@ -202,39 +208,24 @@ class GA4(Adapter):
         super().__init__(name, settings)
         problems: list[tuple[str, str]] = []
 
-        mid = settings.get("measurement_id")
-        if not isinstance(mid, str) or not _MEASUREMENT_ID_RE.match(mid.strip()):
-            problems.append(("measurement_id", f"{mid!r} is not a GA4 measurement ID like 'G-ABC123DEF4'"))
-            mid = ""
-
-        secret = settings.get("api_secret")
-        if not isinstance(secret, str) or not secret.strip():
-            problems.append(("api_secret", "required: a Measurement Protocol API secret of the stream"))
-            secret = ""
-
-        validate = settings.get("validate", False)
-        if not isinstance(validate, bool):
-            problems.append(("validate", f"{validate!r}: must be true or false"))
-            validate = False
-
-        endpoint = settings.get("endpoint", DEFAULT_ENDPOINT)
-        if not isinstance(endpoint, str):
-            problems.append(("endpoint", f"{endpoint!r}: must be an http(s) URL"))
-            endpoint = ""
-        else:
-            parts = urlsplit(endpoint)
-            if parts.scheme not in ("http", "https") or not parts.netloc:
-                problems.append(("endpoint", f"{endpoint!r}: must be an http(s) URL with a host"))
-            elif parts.query or parts.fragment:
-                problems.append(("endpoint", f"{endpoint!r}: must be a base URL without query or fragment"))
+        mid = matched_setting(
+            settings,
+            "measurement_id",
+            _MEASUREMENT_ID_RE,
+            " is not a GA4 measurement ID like 'G-ABC123DEF4'",
+            problems,
+        )
+        secret = secret_setting(settings, "api_secret", "a Measurement Protocol API secret of the stream", problems)
+        validate = flag_setting(settings, "validate", problems)
+        endpoint = endpoint_setting(settings, DEFAULT_ENDPOINT, problems)
 
         if problems:
             raise ConfigError(problems)
 
-        self.measurement_id = mid.strip()
-        self.api_secret = secret.strip()
+        self.measurement_id = mid
+        self.api_secret = secret
         self.validate = validate
-        self.endpoint = endpoint.rstrip("/")
+        self.endpoint = endpoint
 
     # -- render ----------------------------------------------------------
 
@@ -247,8 +238,9 @@ class GA4(Adapter):
             )
         if name in RESERVED_EVENT_NAMES or name.startswith(_RESERVED_EVENT_PREFIXES):
             raise RenderError(f"event name {name!r}: reserved by GA4 for its own events")
-        if not math.isfinite(event.time):
-            raise RenderError(f"event time {event.time!r}: not a finite unix time")
+        # timestamp_micros is "only to record events that happened in the
+        # past": event_time() never gives a future time.
+        micros = event_time(event, 1_000_000)
 
         ctx = event.context
         raw_cid = ctx.ids.get("ga_client_id", "")
@@ -294,9 +286,6 @@ class GA4(Adapter):
         if consent:
             payload["consent"] = consent
 
-        # A client clock ahead of ours must not give a future timestamp:
-        # timestamp_micros is "only to record events that happened in the past".
-        micros = int(min(event.time, time.time()) * 1_000_000)
         payload["events"] = [{"name": name, "params": self._params(event), "timestamp_micros": micros}]
         return payload
 
