@@ -122,7 +122,8 @@ _EMAIL_RE = re.compile(rf"(?<!{_LOCAL}){_LOCAL}++@(?:[\w-]+\.)+[^\W\d_]{{2,}}")
 # An international number: "+" (or "%2B" decoded), then digits with the usual
 # separators; greedy, bounded, so linear. libphonenumber then decides.
 _PHONE_RE = re.compile(r"\+[0-9][0-9 ().\-/]{5,24}")
-_MAX_DECODE_ROUNDS = 3  # "%2540" is "@" encoded twice; three rounds cover redirects in redirects
+# "%2540" is "@" encoded twice; three rounds cover a redirect in a redirect.
+_MAX_DECODE_ROUNDS = 3
 
 
 def _words(name: str) -> list[str]:
@@ -234,8 +235,10 @@ def _redact_path(path: str) -> str:
         elif has_email(segment):
             # Only an encoded address: this segment is re-encoded, the others
             # keep their bytes.
-            decoded = unquote(unquote(unquote(segment)))
-            segments[i] = quote(_EMAIL_RE.sub(REDACTED, decoded), safe="!$&'()*+,;=:@~-._")
+            *_, decoded = _decodings(segment)
+            segments[i] = quote(
+                _EMAIL_RE.sub(REDACTED, decoded), safe="!$&'()*+,;=:@~-._"
+            )
     return "/".join(segments)
 
 
@@ -279,18 +282,20 @@ def strip_url(url: str) -> str:
         path_start = authority_start + len(authority)
     rest = rest[:path_start] + _redact_path(rest[path_start:])
 
-    removed = 0
+    from_query = from_fragment = 0
     if question_mark:
-        query, removed = _strip_pairs(query)
+        query, from_query = _strip_pairs(query)
     if hash_mark:
-        fragment, more = _strip_fragment(fragment)
-        removed += more
-    if removed:
-        log.debug("url: removed %d parameter(s) carrying PII", removed)
+        fragment, from_fragment = _strip_fragment(fragment)
+    if from_query or from_fragment:
+        log.debug(
+            "url: removed %d parameter(s) carrying PII", from_query + from_fragment
+        )
+    # An empty "?" or "#" stays unless stripping emptied it.
     out = rest
-    if query:
+    if question_mark and (query or not from_query):
         out += "?" + query
-    if fragment:
+    if hash_mark and (fragment or not from_fragment):
         out += "#" + fragment
     return out
 
@@ -358,7 +363,9 @@ def truncate_ip(ip: str, mode: str) -> str | None:
             bug, caught when rules load; not bad input from a hit).
     """
     if mode not in IP_MODES:
-        raise ValueError(f"IP mode {mode!r}: unknown (known: {', '.join(sorted(IP_MODES))})")
+        raise ValueError(
+            f"IP mode {mode!r}: unknown (known: {', '.join(sorted(IP_MODES))})"
+        )
     if mode == "none" or not isinstance(ip, str) or not ip:
         return None
     try:
