@@ -373,7 +373,7 @@ def parse_event_time(value: Any, where: str, now: float) -> float:
         )
     if t < now - MAX_AGE_SECS:
         raise HitError(
-            f"{where}: {_show(value)} is {(now - t) / 86400:.0f} days old; events older than"
+            f"{where}: {_show(value)} is {int((now - t) // 86400)} days old; events older than"
             f" {MAX_AGE_SECS // 86400} days are refused"
         )
     return t
