@@ -43,6 +43,7 @@ __all__ = [
     "loose_quantity",
     "matched_setting",
     "message_reason",
+    "money_params",
     "number",
     "optional_text_setting",
     "quantity",
@@ -291,6 +292,21 @@ def currency_param(params: Mapping[str, Any]) -> str | None:
     if currency is None or currency == "":
         return None
     return currency_code(currency)
+
+
+def money_params(
+    params: Mapping[str, Any], out: dict[str, Any], value_field: str = "params.value"
+) -> None:
+    """``out["value"]`` (a float) and ``out["currency"]`` from params that are set.
+
+    An empty-string value is an error here, where the Pinterest and Reddit
+    adapters skip it; ``value_field`` names the value in that error.
+    """
+    if params.get("value") is not None:
+        out["value"] = number(value_field, params["value"])
+    currency = currency_param(params)
+    if currency is not None:
+        out["currency"] = currency
 
 
 def checked_items(items: Any) -> Iterator[tuple[int, Mapping[str, Any]]]:

@@ -23,7 +23,6 @@ from ._common import (
     check_batch,
     client_fields,
     copy_texts,
-    currency_param,
     digits_setting,
     endpoint_setting,
     event_time,
@@ -31,6 +30,7 @@ from ._common import (
     json_object,
     loose_quantity,
     message_reason,
+    money_params,
     number,
     optional_text_setting,
     refused,
@@ -300,12 +300,8 @@ def _classify_error(status: int, error: Mapping[str, Any], headers: Mapping[str,
 def _custom_data(params: Mapping[str, Any]) -> dict[str, Any]:
     custom: dict[str, Any] = {}
 
-    if params.get("value") is not None:
-        # Named "value" (not "params.value" as elsewhere) in the error, as it always was here.
-        custom["value"] = number("value", params["value"])
-    currency = currency_param(params)
-    if currency is not None:
-        custom["currency"] = currency
+    # The value is named "value" (not "params.value") in errors, as it always was here.
+    money_params(params, custom, "value")
 
     items = params.get("items")
     if items is not None:

@@ -30,7 +30,6 @@ from ._common import (
     click_id,
     client_fields,
     copy_texts,
-    currency_param,
     endpoint_setting,
     event_time,
     flag_setting,
@@ -39,6 +38,7 @@ from ._common import (
     loose_quantity,
     matched_setting,
     message_reason,
+    money_params,
     number,
     region_setting,
     secret_setting,
@@ -274,11 +274,7 @@ class SnapchatCAPI(Adapter):
 
 def _custom_data(params: Mapping[str, Any]) -> dict[str, Any]:
     custom: dict[str, Any] = {}
-    if params.get("value") is not None:
-        custom["value"] = number("params.value", params["value"])
-    currency = currency_param(params)
-    if currency is not None:
-        custom["currency"] = currency
+    money_params(params, custom)
 
     items = params.get("items")
     if items is not None:

@@ -31,7 +31,6 @@ from ._common import (
     check_batch,
     click_id,
     copy_texts,
-    currency_param,
     endpoint_setting,
     event_time,
     identified_items,
@@ -39,6 +38,7 @@ from ._common import (
     loose_quantity,
     matched_setting,
     message_reason,
+    money_params,
     number,
     optional_text_setting,
     refused,
@@ -252,11 +252,7 @@ class TikTokEventsAPI(Adapter):
 
 def _properties(params: Mapping[str, Any]) -> dict[str, Any]:
     props: dict[str, Any] = {}
-    if params.get("value") is not None:
-        props["value"] = number("params.value", params["value"])
-    currency = currency_param(params)
-    if currency is not None:
-        props["currency"] = currency
+    money_params(params, props)
 
     items = params.get("items")
     if items is not None:
