@@ -125,7 +125,8 @@ _HOSTING_ORG = re.compile(
 
 # "brand";v="version" items of a Sec-CH-UA structured-header list.
 _BRAND = re.compile(r'"([^"]*)"\s*;\s*v\s*=\s*"([^"]*)"')
-_CHROME_MAJOR = re.compile(r"\bChrom(?:e|ium)/(\d+)")
+# No word boundary: headless Chromium says "HeadlessChrome/NNN" and is Chromium too.
+_CHROME_MAJOR = re.compile(r"Chrom(?:e|ium)/(\d+)")
 
 # Which UA-string tokens each Sec-CH-UA-Platform value (UA-CH spec, MDN
 # list) is consistent with. Lenient on purpose: Chrome on Android in
