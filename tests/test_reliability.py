@@ -40,6 +40,12 @@ import orjson
 import pytest
 from aiohttp import web
 
+from proxy.app import make_app
+from proxy.delivery import Breaker, Delivery, Outbox, QueuedRow, RetryPolicy
+from proxy.rules import load_rules
+from proxy.settings import Settings
+from proxy.vendors.meta import MetaCAPI
+from proxy.vendors.webhook import Webhook
 from tests.service import BROWSER_UA, Service, browser_hit
 from tests.standins import STANDIN
 from tests.standins.meta import meta_app
@@ -206,6 +212,266 @@ def duplicates(got: dict[str, list[str]], rows: dict[str, list[tuple[str, float]
         again = {e for e, _ in rows[d]} & set(counts)
         out[d] = len(twice | again)
     return out
+
+
+# -- 1. in process: delivery lanes against misbehaving stand-ins --------------
+
+# Fast retries so a test takes seconds; a breaker that never opens unless a
+# test is about the breaker.
+FAST = RetryPolicy(base_secs=0.01, cap_secs=0.05, max_attempts=50)
+NO_BREAKER = Breaker(threshold=10_000)
+
+
+class Receiver:
+    """A webhook receiver with scripted misbehaviour for its first requests, then 200."""
+
+    def __init__(self, script: list[Callable[[web.Request], Awaitable[web.StreamResponse]]] | None = None) -> None:
+        self.script = list(script or [])
+        self.arrivals: list[float] = []
+        self.received: list[str] = []
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.arrivals.append(time.monotonic())
+        body = orjson.loads(await request.read())
+        if self.script:
+            return await self.script.pop(0)(request)
+        events = body if isinstance(body, list) else [body]
+        self.received.extend(str(e["n"]) for e in events)
+        return web.Response(status=200)
+
+
+def answer(status: int, headers: dict[str, str] | None = None) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def canned(_request: web.Request) -> web.Response:
+        return web.Response(status=status, headers=headers or {})
+
+    return canned
+
+
+async def reset_before_answer(request: web.Request) -> web.StreamResponse:
+    """Read the request, then drop the connection without a status line."""
+    assert request.transport is not None
+    request.transport.abort()
+    return web.Response(status=200)  # never reaches the client
+
+
+async def receiver_app(aiohttp_server, receiver: Receiver, port: int | None = None) -> str:
+    app = web.Application()
+    app.router.add_post("/hook", receiver.handle)
+    server = await aiohttp_server(app, port=port) if port else await aiohttp_server(app)
+    return f"http://127.0.0.1:{server.port}/hook"
+
+
+def rows(n: int, destination: str = "hook") -> list[QueuedRow]:
+    return [QueuedRow(destination, f"e{i}", time.time(), "", {"n": f"e{i}"}) for i in range(n)]
+
+
+async def lanes(tmp_path: Path, adapters: dict[str, Any], timeout_secs: float = 2.0, breaker: Breaker = NO_BREAKER) -> Delivery:
+    outbox = Outbox(tmp_path / "outbox.sqlite3")
+    await outbox.open()
+    d = Delivery(adapters, outbox, policy=FAST, timeout_secs=timeout_secs, poll_secs=0.02, breaker=breaker)
+    await d.start()
+    return d
+
+
+async def finish(d: Delivery) -> None:
+    assert await d.wait_idle(20)
+    await d.stop()
+    await d.outbox.close()
+
+
+def metric(d: Delivery, what: str, destination: str = "hook") -> float:
+    return d.metrics.value(f"tagrelay_delivery_{what}_total", destination=destination)
+
+
+async def until(predicate: Callable[[], bool], what: str, secs: float = 15.0) -> None:
+    """Poll until ``predicate()`` holds; a bound on waiting, not a timing assertion."""
+    deadline = time.monotonic() + secs
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def test_vendor_down_then_back_gets_every_event_once(aiohttp_server, tmp_path, unused_tcp_port):
+    """Connection refused for several attempts, then the vendor listens: all 20 events arrive exactly once."""
+    d = await lanes(tmp_path, {"hook": Webhook("hook", {"url": f"http://127.0.0.1:{unused_tcp_port}/hook", "batch": 5})})
+    await d.accept(rows(20))
+    await until(lambda: metric(d, "retried") >= 3 * 20, "three failed rounds")
+    receiver = Receiver()
+    await receiver_app(aiohttp_server, receiver, port=unused_tcp_port)
+    await finish(d)
+
+    assert sorted(Counter(receiver.received).values()) == [1] * 20
+    assert set(receiver.received) == {f"e{i}" for i in range(20)}
+    assert (metric(d, "sent"), metric(d, "dead")) == (20, 0)
+
+
+async def test_500s_then_ok_delivers_once(aiohttp_server, tmp_path):
+    """Three 500 answers, then 200: the event arrives once, after three retries."""
+    receiver = Receiver([answer(500)] * 3)
+    d = await lanes(tmp_path, {"hook": Webhook("hook", {"url": await receiver_app(aiohttp_server, receiver)})})
+    await d.accept(rows(1))
+    await finish(d)
+
+    assert (receiver.received, len(receiver.arrivals), metric(d, "retried"), metric(d, "dead")) == (["e0"], 4, 3, 0)
+
+
+async def test_429_retry_after_is_honoured(aiohttp_server, tmp_path):
+    """A 429 with Retry-After: 2 is retried no sooner than 2 s later, though the backoff alone would wait at most 0.05 s."""
+    receiver = Receiver([answer(429, {"Retry-After": "2"})])
+    d = await lanes(tmp_path, {"hook": Webhook("hook", {"url": await receiver_app(aiohttp_server, receiver)})})
+    await d.accept(rows(1))
+    await finish(d)
+
+    assert receiver.received == ["e0"] and len(receiver.arrivals) == 2
+    assert receiver.arrivals[1] - receiver.arrivals[0] >= 2.0
+
+
+async def test_answer_slower_than_the_timeout_is_retried(aiohttp_server, tmp_path):
+    """Meta answers the first request after 1.5 s, the timeout is 0.5 s: retried, then counted by Meta."""
+    meta = meta_app(access_token=META_TOKEN, pixel_ids={"1234567890"})
+    meta[STANDIN].delay_next(1, 1.5)
+    server = await aiohttp_server(meta)
+    adapter = MetaCAPI("meta", {"pixel_id": "1234567890", "access_token": META_TOKEN, "endpoint": f"http://127.0.0.1:{server.port}"})
+    d = await lanes(tmp_path, {"meta": adapter}, timeout_secs=0.5)
+    await d.accept([meta_row("e1")])
+    await finish(d)
+    trace = await reopen_trace(tmp_path, "e1")
+
+    # The slow first answer may still land at Meta after the client gave up;
+    # Meta counts an (event_name, event_id) pair once.
+    assert {(e["event_name"], e["event_id"]) for e in meta[STANDIN].received} == {("PageView", "e1")}
+    assert [(t.what, t.detail) for t in trace] == [("retry", "attempt 1: timeout"), ("sent", "http 200 events_received 1")]
+
+
+async def test_connection_reset_before_the_answer_is_retried(aiohttp_server, tmp_path):
+    """The vendor drops the connection after reading the request: retried, then delivered once."""
+    receiver = Receiver([reset_before_answer])
+    d = await lanes(tmp_path, {"hook": Webhook("hook", {"url": await receiver_app(aiohttp_server, receiver)})})
+    await d.accept(rows(1))
+    await finish(d)
+
+    assert (receiver.received, len(receiver.arrivals), metric(d, "retried"), metric(d, "dead")) == (["e0"], 2, 1, 0)
+
+
+async def test_connection_reset_mid_answer_from_meta_is_retried(aiohttp_server, tmp_path):
+    """Meta's 200 is cut off inside its JSON body: no events_received, so retried; Meta then counts the event once."""
+    meta = meta_app(access_token=META_TOKEN, pixel_ids={"1234567890"})
+    cuts: list[int] = []
+
+    @web.middleware
+    async def cut_first(request: web.Request, handler: Any) -> web.StreamResponse:
+        if cuts:
+            return await handler(request)
+        cuts.append(1)
+        await request.read()
+        response = web.StreamResponse(status=200, headers={"Content-Type": "application/json", "Content-Length": "60"})
+        await response.prepare(request)
+        await response.write(b'{"events_rec')
+        assert request.transport is not None
+        request.transport.abort()
+        return response
+
+    meta.middlewares.append(cut_first)
+    server = await aiohttp_server(meta)
+    adapter = MetaCAPI("meta", {"pixel_id": "1234567890", "access_token": META_TOKEN, "endpoint": f"http://127.0.0.1:{server.port}"})
+    d = await lanes(tmp_path, {"meta": adapter})
+    await d.accept([meta_row("e1")])
+    await finish(d)
+
+    assert [e["event_id"] for e in meta[STANDIN].received] == ["e1"]
+    assert (metric(d, "retried", "meta"), metric(d, "sent", "meta"), metric(d, "dead", "meta")) == (1, 1, 0)
+
+
+def meta_row(event_id: str, currency: str = "EUR") -> QueuedRow:
+    """A rendered Meta website event, as the Meta adapter queues it."""
+    payload = {
+        "event_name": "PageView",
+        "event_time": int(time.time()) - 5,
+        "event_id": event_id,
+        "action_source": "website",
+        "event_source_url": "https://shop.example.com/",
+        "user_data": {"client_user_agent": BROWSER_UA, "client_ip_address": "81.2.69.160"},
+        "custom_data": {"currency": currency, "value": 1.0},
+    }
+    return QueuedRow("meta", event_id, time.time(), "", payload)
+
+
+async def reopen_trace(tmp_path: Path, event_id: str) -> list[Any]:
+    outbox = Outbox(tmp_path / "outbox.sqlite3")
+    await outbox.open()
+    try:
+        return await outbox.trace(event_id)
+    finally:
+        await outbox.close()
+
+
+async def test_batch_partly_rejected_delivers_the_good_and_buries_the_bad(aiohttp_server, tmp_path):
+    """Meta refuses a batch of 3 for one bad currency: the other two are counted, the bad one is a dead letter with Meta's answer."""
+    meta = meta_app(access_token=META_TOKEN, pixel_ids={"1234567890"})
+    server = await aiohttp_server(meta)
+    adapter = MetaCAPI("meta", {"pixel_id": "1234567890", "access_token": META_TOKEN, "endpoint": f"http://127.0.0.1:{server.port}"})
+    d = await lanes(tmp_path, {"meta": adapter})
+    await d.accept([meta_row("good1"), meta_row("bad", currency="EURO"), meta_row("good2")])
+    await finish(d)
+    outbox = Outbox(tmp_path / "outbox.sqlite3")
+    await outbox.open()
+    (dead,) = await outbox.dead_letters()
+    await outbox.close()
+
+    assert sorted(e["event_id"] for e in meta[STANDIN].received) == ["good1", "good2"]
+    assert (dead.event_id, dead.destination) == ("bad", "meta")
+    # Meta's Graph error: code 100, naming the field, in the reason and the kept answer.
+    assert dead.reason.startswith("http 400 code 100")
+    error = orjson.loads(dead.answer)["error"]
+    assert error["code"] == 100 and "custom_data.currency" in error["message"]
+
+
+async def test_a_down_destination_does_not_hold_up_a_healthy_one(aiohttp_server, tmp_path, unused_tcp_port):
+    """While one destination refuses connections, the other delivers all 50 events and the down one still holds all of its 50."""
+    receiver = Receiver()
+    healthy = Webhook("hook", {"url": await receiver_app(aiohttp_server, receiver), "batch": 10})
+    down = Webhook("down", {"url": f"http://127.0.0.1:{unused_tcp_port}/hook", "batch": 10})
+    d = await lanes(tmp_path, {"hook": healthy, "down": down}, breaker=Breaker(threshold=3, base_secs=60))
+    await d.accept(rows(50, "down") + rows(50, "hook"))
+    await until(lambda: len(receiver.received) >= 50, "the healthy destination to receive 50")
+    depth = await d.outbox.depth()
+    await d.stop()
+    await d.outbox.close()
+
+    assert sorted(Counter(receiver.received).values()) == [1] * 50
+    assert depth["down"][0] == 50 and "hook" not in depth
+    assert metric(d, "sent", "down") == 0
+
+
+async def test_breaker_opens_and_shows_in_metrics(aiohttp_client, aiohttp_server, tmp_path):
+    """A vendor answering 503 to everything: after five failures in a row the destination is paused, /metrics shows tagrelay_destination_paused_seconds > 0, and the vendor hears no more than one probe meanwhile."""
+    receiver = Receiver([answer(503)] * 1000)
+    url = await receiver_app(aiohttp_server, receiver)
+    rules_dir = tmp_path / "rules"
+    rules_dir.mkdir()
+    (rules_dir / "10.toml").write_text(
+        f'[destinations.flaky]\ntype = "webhook"\nurl = "{url}"\n\n[[routes]]\nname = "all"\nto = ["flaky"]\n',
+        encoding="utf-8",
+    )
+    settings = Settings(rules_dir=rules_dir, data_dir=tmp_path / "data", retry_cap_secs=0.05, cookie_secure=False)
+    app = make_app(settings, load_rules(rules_dir))
+    client = await aiohttp_client(app)
+    hit = await client.post("/e", data=orjson.dumps(browser_hit("b1")), headers={"User-Agent": BROWSER_UA})
+    assert hit.status == 204
+
+    paused = 0.0
+    deadline = time.monotonic() + 20
+    while paused <= 0 and time.monotonic() < deadline:
+        text = await (await client.get("/metrics")).text()
+        line = next((x for x in text.splitlines() if x.startswith('tagrelay_destination_paused_seconds{destination="flaky"}')), "")
+        paused = float(line.rsplit(" ", 1)[1]) if line else 0.0
+        seen = len(receiver.arrivals)
+        await asyncio.sleep(0.1)
+
+    assert paused > 0
+    # proxy.delivery.Breaker default: opens after 5 failed requests; one probe per cool-down.
+    assert seen in (5, 6)
 
 
 # -- 2. a real server process, killed under load ------------------------------
