@@ -128,7 +128,7 @@ _RESERVED_SOURCES = frozenset({"browser"})
 _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 _MAX_TOKEN_CHARS = 512
 _BEARER = re.compile(r"[Bb][Ee][Aa][Rr][Ee][Rr] +(\S+) *")
-_UNIX = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,9})?")
+_UNIX = re.compile(r"[0-9]{1,15}(?:\.[0-9]{1,9})?")
 # A unix time in seconds passes this in the year 5138; milliseconds pass it
 # since 1973.
 _MILLIS_FROM = 100_000_000_000
