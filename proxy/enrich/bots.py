@@ -31,13 +31,15 @@ reason                         weight  when
                                        reads like a hosting company
 =============================  ======  ==========================================
 
-Why these hold for people: every browser sends ``Accept`` and
-``Accept-Language`` on navigations, ``fetch()`` and ``sendBeacon()`` (the
-Fetch standard's fetch algorithm appends ``Accept: */*`` and says user agents
-should append ``Accept-Language``; Chromium, Firefox and Safari do). Only
-Chromium-based browsers send ``Sec-CH-UA``, and only to secure origins, so a
-Chrome hit *without* hints says nothing and is never scored; only hints that
-are present and contradict the UA string are.
+Why these hold for people: browsers send ``Accept`` and ``Accept-Language``
+on every request. Chromium does on navigations, ``fetch()`` and
+``sendBeacon()`` (captured here, ``tests/data/bots/``); Firefox and Safari do
+on navigations (recorded by curl-impersonate), and the Fetch standard's fetch
+algorithm appends ``Accept`` (``*/*``) and says user agents should append
+``Accept-Language`` to every other request. Only Chromium-based browsers send
+``Sec-CH-UA``, and only to secure origins, so a Chrome hit *without* hints
+says nothing and is never scored; only hints that are present and contradict
+the UA string are.
 
 Data-centre ASNs are for a hit that claims to be a person: crawlers from
 AWS or Hetzner are already caught by their UA. CDN ASNs that carry real
@@ -97,7 +99,8 @@ WEIGHTS: Mapping[str, int] = {
 
 # Cloud and hosting networks, by ASN. Each number was checked against its
 # registry record as mirrored by ipverse/as-ip-blocks (as/<ASN>/aggregated.json:
-# handle, holder, category "hosting"), read 2026. Deliberately short: the big
+# handle, holder, category "hosting"), read 2026; 15169 against MaxMind's
+# GeoLite2-ASN test data ("Google Inc."), where Googlebot also lives. Deliberately short: the big
 # clouds and the cheap VPS hosts bots rent; the organisation-name patterns
 # below catch the long tail more weakly.
 DATACENTER_ASNS: Mapping[int, str] = {
@@ -120,7 +123,7 @@ DATACENTER_ASNS: Mapping[int, str] = {
 # (Private Relay egress, real people) out of "cloud".
 _HOSTING_ORG = re.compile(
     r"\bhosting\b|\bhost(?:ing)? provider|\bcloud\b|\bservers?\b|\bvps\b"
-    r"|data ?cent(?:er|re)s?\b|\bdedicated\b|\bcolo(?:cation)?\b",
+    r"|data[ -]?cent(?:er|re)s?\b|\bdedicated\b|\bcolo(?:cation)?\b",
 )
 
 # "brand";v="version" items of a Sec-CH-UA structured-header list.
