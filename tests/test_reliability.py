@@ -40,13 +40,13 @@ import orjson
 import pytest
 from aiohttp import web
 
-from proxy.app import make_app
+from proxy.app import METRICS, make_app
 from proxy.delivery import Breaker, Delivery, Outbox, QueuedRow, RetryPolicy
 from proxy.rules import load_rules
 from proxy.settings import Settings
 from proxy.vendors.meta import MetaCAPI
 from proxy.vendors.webhook import Webhook
-from tests.service import BROWSER_UA, Service, browser_hit
+from tests.service import BROWSER_UA, Service, browser_hit, run_cli
 from tests.standins import STANDIN
 from tests.standins.meta import meta_app
 
@@ -236,7 +236,7 @@ class Receiver:
         if self.script:
             return await self.script.pop(0)(request)
         events = body if isinstance(body, list) else [body]
-        self.received.extend(str(e["n"]) for e in events)
+        self.received.extend(str(e.get("n") or e.get("id")) for e in events)
         return web.Response(status=200)
 
 
@@ -588,3 +588,47 @@ async def test_one_of_two_workers_killed_is_restarted_and_loses_nothing(aiohttp_
     assert missing(accepted, got, rows) == {"meta": 0, "hook": 0}
     dups = duplicates(got, rows)
     assert all(dups[d] <= LEASE_BOUND[d] for d in dups), dups
+
+
+# -- 3. the dead-letter commands --------------------------------------------------
+
+
+async def test_deadletters_replay_and_trace_commands(aiohttp_client, aiohttp_server, tmp_path):
+    """A 503 then 400s make two dead letters; `deadletters` lists them by destination and reason, `replay` after the fix sends them, `trace` tells the whole story."""
+    receiver = Receiver([answer(503), answer(400), answer(400)])
+    url = await receiver_app(aiohttp_server, receiver)
+    rules_dir = tmp_path / "rules"
+    rules_dir.mkdir()
+    (rules_dir / "10.toml").write_text(
+        f'[destinations.crm]\ntype = "webhook"\nurl = "{url}"\n\n[[routes]]\nname = "all"\nto = ["crm"]\n',
+        encoding="utf-8",
+    )
+    data_dir = tmp_path / "data"
+    settings = Settings(rules_dir=rules_dir, data_dir=data_dir, retry_cap_secs=0.05, cookie_secure=False)
+    app = make_app(settings, load_rules(rules_dir))
+    client = await aiohttp_client(app)
+    metrics = app[METRICS]
+    # One after the other, so cli-1 meets the 503 and a 400, cli-2 a 400.
+    for n, event_id in enumerate(("cli-1", "cli-2"), 1):
+        hit = await client.post("/e", data=orjson.dumps(browser_hit(event_id)), headers={"User-Agent": BROWSER_UA})
+        assert hit.status == 204
+        await until(lambda: metrics.value("tagrelay_delivery_dead_total", destination="crm") == n, "a dead letter")
+
+    listed = await asyncio.to_thread(run_cli, ["deadletters", "--destination", "crm"], data_dir)
+    receiver.script.clear()  # the fix: the receiver accepts from now on
+    replayed = await asyncio.to_thread(run_cli, ["replay", "--destination", "crm"], data_dir)
+    await until(lambda: sorted(receiver.received) == ["cli-1", "cli-2"], "the replayed events to arrive")
+    await until(lambda: metrics.value("tagrelay_delivery_sent_total", destination="crm") == 2, "the sends recorded")
+    traced = await asyncio.to_thread(run_cli, ["trace", "cli-1"], data_dir)
+    after = await asyncio.to_thread(run_cli, ["deadletters"], data_dir)
+
+    assert listed.returncode == 0, listed.stderr
+    assert "crm: 2 event(s): http 400" in listed.stdout and "2 dead letter(s)" in listed.stdout
+    assert {"cli-1", "cli-2"} <= set(listed.stdout.split())
+    assert (replayed.returncode, replayed.stdout.split("\n")[0]) == (
+        0,
+        "queued 2 dead letter(s) again; a running tagrelay sends them within a second",
+    )
+    assert traced.returncode == 0, traced.stderr
+    assert [line.split()[3] for line in traced.stdout.splitlines()] == ["queued", "retry", "dead", "replayed", "sent"]
+    assert after.stdout.strip() == "no dead letters"
