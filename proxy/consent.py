@@ -5,15 +5,12 @@ Purposes
 tagrelay gates on four purposes, named after Google Consent Mode v2 so that a
 page's ``gtag('consent', ...)`` maps one to one:
 
-==================== ================================ ===============================
-purpose              Google Consent Mode key          what it allows
-==================== ================================ ===============================
-``analytics``        ``analytics_storage``            measurement for the site itself
-``ads``              ``ad_storage``                   sending events to ad platforms
-``ad_user_data``     ``ad_user_data``                 sending user data (hashed PII,
-                                                      click IDs) to ad platforms
-``ad_personalization`` ``ad_personalization``         remarketing / personalised ads
-==================== ================================ ===============================
+- ``analytics`` (``analytics_storage``): measurement for the site itself;
+- ``ads`` (``ad_storage``): sending events to ad platforms;
+- ``ad_user_data`` (``ad_user_data``): sending user data (hashed PII, click
+  IDs) to ad platforms;
+- ``ad_personalization`` (``ad_personalization``): remarketing and
+  personalised ads.
 
 ``storage`` is derived, not signalled: tagrelay may set or read its own
 identifier cookies (visitor ID, ``_fbp``, ``_ga``, click-ID cookie) when
@@ -150,9 +147,12 @@ TCF_PURPOSES: Mapping[str, tuple[int, ...]] = {
     "ad_personalization": (3, 4),
 }
 
-# "Google Advertising Products" in the IAB Global Vendor List. Meta has no GVL
-# ID: it is not a TCF vendor (Quantcast Choice "non-IAB vendors ... for example,
-# Facebook"); Google's Additional Consent list carries it as ATP 89 instead.
+# "Google Advertising Products" in the IAB Global Vendor List (GVL entries as
+# quoted by CMP docs and code; Gravito "Google is on the framework with vendor
+# id 755"). Meta has no GVL ID: it is not a TCF vendor (Quantcast Choice help,
+# "non-IAB vendors ... for example, Facebook"), and Google's Additional Consent
+# list, which holds ad tech providers not on the GVL, carries it as ATP 89
+# (c15t docs). A Meta destination is gated by purposes only.
 GOOGLE_GVL_ID = 755
 
 # EU member states (european-union.europa.eu, "EU countries", 27 since
@@ -657,6 +657,8 @@ class ConsentPolicy:
             text=text,
         )
 
+    # TODO(issue 4): rules name countries only; US states with opt-out laws
+    # (US-CA, ...) need subdivision rules once Geo.region feeds resolve().
     def default(self, country: str | None) -> tuple[Mapping[str, bool], str]:
         """The defaults for a visitor from ``country`` and the label reasons use."""
         if not country:
@@ -804,6 +806,10 @@ def _tcf_decisions(
     if invalid:
         problems.append(f"TC string ignored: invalid under TCF policy: {invalid}")
         return {}, None
+    # TODO(issue 4): legitimate-interest bits and publisher restrictions are
+    # decoded but do not enter the decision; only purpose consent opens a gate.
+    # Use them once a destination can declare the legal basis its vendor relies
+    # on (consent or legitimate interest, per the GVL's flexible purposes).
     decisions = {}
     for purpose, needed in TCF_PURPOSES.items():
         # PurposeOneTreatment: purpose 1 was not disclosed (a jurisdiction that
