@@ -559,12 +559,6 @@ def from_consent_mode(states: Mapping[str, object]) -> dict[str, bool]:
 _RULE_STATE = {"granted": True, "denied": False}
 
 
-@dataclass(frozen=True, slots=True)
-class _Rule:
-    label: str  # what reasons name: "SE", "US", "no geo"
-    states: Mapping[str, bool]
-
-
 @dataclass(frozen=True)
 class ConsentPolicy:
     """What "no signal" means for each purpose, by the visitor's country.
