@@ -348,7 +348,8 @@ def parse_event_time(value: Any, where: str, now: float) -> float:
         raise HitError(f"{where}: must be unix seconds (a number) or an ISO 8601 string")
     if isinstance(value, str):
         text = value.strip()
-        if _UNIX.fullmatch(text):
+        numeric = bool(_UNIX.fullmatch(text))
+        if numeric:
             t = float(text)
         else:
             try:
@@ -361,10 +362,11 @@ def parse_event_time(value: Any, where: str, now: float) -> float:
                 raise HitError(f"{where}: {_show(value)} has no time zone; add Z or an offset such as +01:00")
             t = when.timestamp()
     else:
+        numeric = True
         t = float(value)
         if not math.isfinite(t):
             raise HitError(f"{where}: must be a finite number of seconds")
-    if t >= _MILLIS_FROM:
+    if numeric and t >= _MILLIS_FROM:
         raise HitError(f"{where}: {_show(value)} looks like milliseconds; send unix seconds")
     if t > now + MAX_FUTURE_SECS:
         raise HitError(

@@ -56,6 +56,7 @@ import csv
 import io
 import math
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -162,6 +163,9 @@ def read_conversions_csv(
         except StopIteration:
             break
         except csv.Error as exc:
+            if header is None:
+                # Reading on would take the first data row for the header.
+                raise ImportFileError(f"{path}: line {line}: the header row is not valid CSV: {exc}") from None
             # The reader starts afresh on the next line, so later rows still count.
             errors.append(RowError(line, f"not valid CSV: {exc}"))
             continue
@@ -216,7 +220,7 @@ def _read_text(path: Path) -> str:
 
 def _sniff(text: str) -> str:
     """The delimiter found most often outside quotes on the first non-blank line (``,`` if none)."""
-    first = next((ln for ln in text.splitlines() if ln.strip()), "")
+    first = next((ln for ln in io.StringIO(text, newline="") if ln.strip()), "")
     counts = dict.fromkeys(DELIMITERS, 0)
     quoted = False
     for ch in first:
@@ -240,8 +244,8 @@ def _header(cells: list[str], path: Path) -> list[str]:
         raise ImportFileError(
             f"{path}: the first line names none of the columns {', '.join(REQUIRED_COLUMNS)}; it must be a header row"
         )
-    for n in named:
-        if named.count(n) > 1:
+    for n, count in Counter(named).items():
+        if count > 1:
             raise ImportFileError(f"{path}: the header names column {n!r} twice")
         if len(n) > _MAX_KEY_CHARS:
             raise ImportFileError(f"{path}: a column name of {len(n)} characters is over the limit of {_MAX_KEY_CHARS}")

@@ -8,6 +8,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from proxy import events_api
 from proxy.collect import HitError
@@ -26,6 +28,7 @@ from proxy.settings import Settings, SettingsError
 
 NOW = 1_764_000_000.0  # 2025-11-24T16:00:00Z
 S = Settings()
+ENRICHER = Enricher(S)
 KEY_CRM = "crm-key-0123456789abcdef"
 KEY_APP = "app-key-fedcba9876543210"
 KEYS = {"crm": KEY_CRM, "app": KEY_APP, "till": "till-key-00000000000000"}
@@ -543,3 +546,51 @@ def test_wire_form_parses_back_to_the_same_event():
     [event] = parse_server_events(batch(doc), "crm", S, NOW)
 
     assert parse_server_events(batch(event.to_wire()), "crm", S, NOW) == [event]
+
+
+def test_far_future_iso_time_is_refused_as_future_not_as_milliseconds():
+    """Only numbers get the milliseconds hint; an ISO time in year 9999 is simply in the future."""
+    with pytest.raises(HitError, match=r"^t: '9999-12-31T00:00:00Z' is \d+ s in the future"):
+        parse_event_time("9999-12-31T00:00:00Z", "t", NOW)
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False) | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=20,
+)
+_FULL = minimal(
+    page={"url": "u"},
+    user={"email": "e"},
+    user_id="u",
+    params={"value": 1, "items": [{"a": 1}]},
+    context={
+        "ip": "1.2.3.4",
+        "user_agent": "M",
+        "consent": {"ads": True},
+        "click_ids": {"gclid": "g"},
+        "ids": {"ttp": "t"},
+    },
+)
+_PLACES = [
+    ("name",), ("id",), ("time",), ("action_source",), ("page",), ("page", "url"), ("user",), ("user", "email"),
+    ("user_id",), ("params",), ("params", "items"), ("context",), ("context", "ip"), ("context", "user_agent"),
+    ("context", "consent"), ("context", "consent", "ads"), ("context", "click_ids"), ("context", "click_ids", "gclid"),
+    ("context", "ids"), ("context", "ids", "ttp"),
+]  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(place=st.sampled_from(_PLACES), value=_JSON)
+def test_any_value_anywhere_is_accepted_or_refused_never_a_crash(place, value):
+    """Whatever JSON stands at any place of an event, the outcome is events or a 4xx HitError."""
+    doc = copy.deepcopy(_FULL)
+    node = doc
+    for part in place[:-1]:
+        node = node[part]
+    node[place[-1]] = value
+
+    try:
+        to_events(parse_server_events(batch(doc), "crm", S, NOW), ENRICHER)
+    except HitError as exc:
+        assert exc.status in (400, 413)

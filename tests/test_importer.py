@@ -6,6 +6,8 @@ from pathlib import Path
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from proxy.events_api import parse_server_events
 from proxy.importer import ImportFileError, RowError, read_conversions_csv
@@ -347,3 +349,25 @@ def test_source_must_be_a_plain_name(tmp_path):
     """The source stamped on imported events follows the API key setting's naming rule."""
     with pytest.raises(ImportFileError, match="source 'browser'"):
         read_conversions_csv(write(tmp_path, HEADER + "\n"), "browser", S, NOW)
+
+
+def test_header_with_broken_quoting_refuses_the_file(tmp_path):
+    """A header row that is not valid CSV refuses the file rather than taking a data row for the header."""
+    message = file_error(tmp_path, 'event_name,"event_id"x,event_time,action_source\npurchase,o1,1763632800,app\n')
+
+    assert "line 1: the header row is not valid CSV" in message
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=st.text(alphabet='ab1_:-.Z,;\t"\r\n é', max_size=200))
+def test_any_text_after_a_header_gives_events_and_row_errors_never_a_crash(tmp_path_factory, body):
+    """Whatever follows a valid header, the file yields events and row errors, or one ImportFileError."""
+    path = tmp_path_factory.mktemp("fuzz") / "in.csv"
+    path.write_text(HEADER + ",value,ip,consent_ads\n" + body, encoding="utf-8")
+
+    try:
+        events, errors = read_conversions_csv(path, "crm", S, NOW)
+    except ImportFileError:
+        return
+    assert all(e.source == "crm" for e in events)
+    assert all(isinstance(e, RowError) and e.line >= 2 for e in errors)
