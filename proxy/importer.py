@@ -172,7 +172,7 @@ def read_conversions_csv(
         if not any(c.strip() for c in cells):
             continue
         if header is None:
-            header = _header(cells, path)
+            header = _header(cells, path, settings)
             continue
         try:
             event = _row(header, cells, source, settings, now, delimiter)
@@ -236,7 +236,7 @@ def _normal(name: str) -> str:
     return _SPACES.sub("_", name.strip().lower())
 
 
-def _header(cells: list[str], path: Path) -> list[str]:
+def _header(cells: list[str], path: Path, s: Settings) -> list[str]:
     names = [_normal(c) for c in cells]
     named = [n for n in names if n]
     if not set(named) & {*REQUIRED_COLUMNS, *_USER_COLUMNS, *_OTHER_COLUMNS}:
@@ -254,6 +254,14 @@ def _header(cells: list[str], path: Path) -> list[str]:
         raise ImportFileError(
             f"{path}: required column(s) {', '.join(missing)} missing from the header"
             f" (required: {', '.join(REQUIRED_COLUMNS)})"
+        )
+    fields = {*REQUIRED_COLUMNS, *_USER_COLUMNS, *_PAGE_COLUMNS, *_CONSENT_COLUMNS, *_CLICK_COLUMNS, *_ID_COLUMNS}
+    params = [n for n in named if n not in fields and n not in ("user_id", "ip", "user_agent")]
+    if len(params) > s.max_params:
+        # Known from the header alone: better one error than the same one on every row.
+        raise ImportFileError(
+            f"{path}: {len(params)} columns would be params, over the limit of {s.max_params};"
+            " remove the columns you do not need"
         )
     return names
 

@@ -371,3 +371,10 @@ def test_any_text_after_a_header_gives_events_and_row_errors_never_a_crash(tmp_p
         return
     assert all(e.source == "crm" for e in events)
     assert all(isinstance(e, RowError) and e.line >= 2 for e in errors)
+
+
+def test_more_param_columns_than_the_limit_refuse_the_file(tmp_path):
+    """Over max_params columns that would become params is one error for the file, not one per row."""
+    header = HEADER + ",value," + ",".join(f"c{i}" for i in range(S.max_params))
+
+    assert "101 columns would be params, over the limit of 100" in file_error(tmp_path, header + "\n")
