@@ -24,6 +24,7 @@ from proxy.events_api import (
     parse_server_events,
     to_events,
 )
+from proxy.model import event_view
 from proxy.settings import Settings, SettingsError
 
 NOW = 1_764_000_000.0  # 2025-11-24T16:00:00Z
@@ -513,10 +514,25 @@ def test_server_events_are_enriched_from_their_own_user_agent_and_ip():
 
 
 def test_server_event_without_user_agent_is_not_a_bot():
-    """A CRM event has no user agent; that is no bot verdict, unlike a browser hit's empty one."""
-    [event] = to_events(parse_server_events(batch(), "crm", S, NOW), Enricher(S))
+    """A CRM event has no user agent; routes see no bot, unlike for a browser hit's empty one."""
+    [event] = to_events(parse_server_events(batch(), "crm", S, NOW), ENRICHER)
 
-    assert (event.context.ua.is_bot, event.context.ip) == (False, "")
+    assert (event_view(event)["bot"], event.context.ip) == (False, "")
+
+
+def test_server_event_is_not_judged_by_missing_browser_headers():
+    """A real phone's user agent from a back end is no bot, though the request has no Accept headers."""
+    [event] = to_events(parse_server_events(batch(minimal(context={"user_agent": IPHONE_UA})), "app", S, NOW), ENRICHER)
+
+    assert event_view(event)["bot"] is False
+
+
+def test_crawler_user_agent_from_a_back_end_is_still_a_bot():
+    """The user agent's own verdict stands: a crawler's UA passed on by a back end is a bot."""
+    googlebot = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+    [event] = to_events(parse_server_events(batch(minimal(context={"user_agent": googlebot})), "app", S, NOW), ENRICHER)
+
+    assert event_view(event)["bot"] is True
 
 
 def test_server_event_ip_in_a_trusted_proxy_range_is_kept():
