@@ -17,6 +17,8 @@ import rjsmin
 from aiohttp import web
 
 from .collect import Hit, HitError, hit_from_query, parse_hit
+from .consent import ConsentPolicy, ConsentSignals, gpc_from_headers
+from .consent import resolve as resolve_consent
 from .delivery import Delivery, Outbox, OutboxError, OutboxFull, RetryPolicy
 from .ga4hits import parse_gcollect
 from .enrich import Enricher
@@ -35,6 +37,7 @@ RULES = web.AppKey("rules", RuleSet)
 DELIVERY = web.AppKey("delivery", Delivery)
 ENRICHER = web.AppKey("enricher", Enricher)
 METRICS = web.AppKey("metrics", Metrics)
+CONSENT_POLICY = web.AppKey("consent_policy", ConsentPolicy)
 _SCRIPTS = web.AppKey("scripts", dict)
 
 _PLACEHOLDER = '"__TAGRELAY_COLLECT__"'
@@ -64,6 +67,7 @@ def make_app(settings: Settings, rules: RuleSet) -> web.Application:
     # Opened here, not at start-up, so a bad geo database is a clear error
     # before the server binds (GeoDatabaseError is a SettingsError).
     app[ENRICHER] = Enricher(settings)
+    app[CONSENT_POLICY] = ConsentPolicy.parse(settings.consent_default, gpc=settings.consent_gpc)
     app[RULES] = rules
     app[METRICS] = Metrics()
     static = settings.static_dir
@@ -220,7 +224,7 @@ async def _ga4_collect(request: web.Request) -> web.Response:
         "ga_session_id": hit.session_id,
         "ga_session_number": str(hit.session_number) if hit.session_number is not None else None,
     }
-    return await _accept(request, hit, {k: v for k, v in ga_ids.items() if v}, hit.user_id)
+    return await _accept(request, hit, {k: v for k, v in ga_ids.items() if v}, hit.user_id, google=True)
 
 
 async def _body(request: web.Request) -> bytes:
@@ -244,18 +248,36 @@ def _refused(request: web.Request, exc: HitError) -> web.Response:
 
 
 async def _accept(
-    request: web.Request, hit: Hit, ids: dict[str, str] | None = None, user_id: str | None = None
+    request: web.Request,
+    hit: Hit,
+    ids: dict[str, str] | None = None,
+    user_id: str | None = None,
+    google: bool = False,
 ) -> web.Response:
-    """Enrich, route and store a parsed hit; answer once its events are durable."""
+    """Enrich, decide consent, route and store a parsed hit; answer once its events are durable.
+
+    ``google``: the hit's consent came from GA4's gcs/gcd, not the collector's consent call.
+    """
     settings = request.app[SETTINGS]
-    ctx, cookies = request.app[ENRICHER].context(
+    enricher = request.app[ENRICHER]
+    ctx, _ = enricher.context(
         peer=request.remote,
         headers=request.headers,
         cookies=request.cookies,
         host=request.host,
         click_ids=hit.click_ids,
+        set_ids=False,
     )
-    ctx.consent = hit.consent
+    signals = ConsentSignals(
+        collector={} if google else hit.consent,
+        google=hit.consent if google else {},
+        tcf=hit.tcf,
+        gdpr_applies=hit.gdpr,
+        gpc=gpc_from_headers(request.headers),
+    )
+    consent = resolve_consent(signals, ctx.geo.country if ctx.geo else None, request.app[CONSENT_POLICY])
+    ctx.consent, ctx.consent_state = consent.as_dict(), consent
+    cookies = enricher.identify(ctx, request.cookies, request.host, storage=consent.storage)
     ctx.screen = hit.screen
     ctx.language = hit.language or request.headers.get("Accept-Language", "").split(",")[0].strip()[:35]
     if ids:

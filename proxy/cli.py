@@ -375,7 +375,9 @@ def event_from_json(doc: Any, enricher: Any) -> Event:
         raise ValueError("time must be unix seconds (a number)")
     if when is not None and when > 100_000_000_000:
         when = when / 1000.0  # milliseconds, as the collector sends
-    headers = {"User-Agent": str(ctx_in.get("user_agent", ""))}
+    # An event file has no request headers: judge bots by the user agent (and
+    # the IP's network), as a browser sending the usual headers would be.
+    headers = {"User-Agent": str(ctx_in.get("user_agent", "")), "Accept": "*/*", "Accept-Language": "en"}
     ctx, _ = enricher.context(
         peer=str(ctx_in.get("ip", "")) or None,
         headers=headers,

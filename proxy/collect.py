@@ -10,6 +10,7 @@ query parameter of a GET)::
      "user": {"email": "…", "phone": "…", "first_name": "…", "last_name": "…", "external_id": "…"},
      "consent": {"ads": true, "analytics": true, "ad_personalization": true, "ad_user_data": true},
      "click_ids": {"fbclid": "…"},
+     "tcf": "<IAB TCF TC string>", "gdpr": true,
      "screen": "1280x800", "language": "en-US"}
 
 A GET without ``d`` but with ``n=<event name>`` is the ``<noscript>`` pixel:
@@ -74,6 +75,11 @@ class Hit:
     click_ids: dict[str, str] = field(default_factory=dict)
     screen: str = ""
     language: str = ""
+    tcf: str | None = None  # an IAB TCF TC string from the site's CMP
+    gdpr: bool | None = None  # whether the CMP says GDPR applies
+
+
+_MAX_TC_STRING = 30_000
 
 
 def parse_hit(body: bytes, settings: Settings, now: float | None = None) -> Hit:
@@ -133,6 +139,16 @@ def _hit(doc: Any, s: Settings, now: float) -> Hit:
             if not isinstance(v, str) or not v or len(v) > _MAX_CLICK_ID or not v.isprintable():
                 raise HitError(f"click_ids.{k}: must be a printable string of 1 to {_MAX_CLICK_ID} characters")
             hit.click_ids[k] = v
+    tcf = doc.get("tcf")
+    if tcf is not None:
+        if not isinstance(tcf, str) or len(tcf) > _MAX_TC_STRING:
+            raise HitError(f"tcf: must be a TC string of at most {_MAX_TC_STRING} characters")
+        hit.tcf = tcf or None
+    gdpr = doc.get("gdpr")
+    if gdpr is not None:
+        if not isinstance(gdpr, bool):
+            raise HitError("gdpr: must be true or false")
+        hit.gdpr = gdpr
     hit.screen = _short(doc.get("screen"), "screen", 32)
     hit.language = _short(doc.get("language"), "language", 35)
     return hit

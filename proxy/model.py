@@ -76,10 +76,18 @@ class Context:
     geo: Geo | None = None
     language: str = ""
     screen: str = ""  # "1280x800"
-    consent: dict[str, bool] = field(default_factory=dict)
+    consent: dict[str, bool] = field(default_factory=dict)  # purpose -> granted, as decided
+    # The decision with its reasons (proxy.consent.Consent); None where no
+    # policy was applied (an event built by hand): then only an explicit
+    # denial in ``consent`` blocks.
+    consent_state: Any = None
     click_ids: dict[str, str] = field(default_factory=dict)  # fbclid, gclid, ttclid, ...
     # Identifiers the server read or minted: visitor_id, fbp, fbc, ga_client_id.
     ids: dict[str, str] = field(default_factory=dict)
+    # The bot verdict from user agent, headers and network (proxy.enrich.bots).
+    bot: bool = False
+    bot_score: int = 0
+    bot_reasons: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -137,7 +145,9 @@ def event_view(event: Event) -> dict[str, Any]:
         },
         "ua": _slots_dict(ctx.ua),
         "geo": _slots_dict(geo) if geo else {},
-        "bot": ctx.ua.is_bot,
+        "bot": ctx.bot,
+        "bot_score": ctx.bot_score,
+        "bot_reasons": list(ctx.bot_reasons),
     }
 
 

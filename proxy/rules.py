@@ -32,6 +32,7 @@ from typing import Any, Callable, Mapping as TMapping
 
 import re2
 
+from .consent import gate
 from .mapping import Mapping, compile_mapping, flatten
 from .model import Event, event_view
 from .vendors import ADAPTERS
@@ -54,6 +55,8 @@ _VIEW_KEYS: dict[str, frozenset[str] | None] = {
     "source": frozenset(),
     "action_source": frozenset(),
     "bot": frozenset(),
+    "bot_score": frozenset(),
+    "bot_reasons": frozenset(),
     "page": frozenset({"url", "referrer", "title", "host", "path", "query"}),
     "user": frozenset({"id", "anonymous_id", "has"}),
     "ua": frozenset(
@@ -83,6 +86,7 @@ class Destination:
     adapter: Adapter
     consent: tuple[str, ...]
     file: str
+    tcf_vendor: int | None = None  # IAB TCF vendor ID whose consent is also needed
 
 
 @dataclass(slots=True)
@@ -132,11 +136,14 @@ class RuleSet:
                 skips.append(Skip(name, "disabled"))
                 continue
             dest = self.destinations[name]
-            missing = [p for p in dest.consent if event.context.consent.get(p) is False]
-            # TODO(issue 4): "no signal" counts as granted until the per-region
-            # default policy exists; only an explicit denial blocks today.
-            if missing:
-                skips.append(Skip(name, "consent: " + ",".join(missing)))
+            state = event.context.consent_state
+            if state is not None:
+                why = gate(dest.consent, state, dest.tcf_vendor)
+            else:
+                denied = [p for p in dest.consent if event.context.consent.get(p) is False]
+                why = "consent: " + ",".join(denied) if denied else None
+            if why:
+                skips.append(Skip(name, why))
                 continue
             sends.append((dest, route))
         return sends, skips
@@ -268,7 +275,7 @@ def _destination(
     unset: list[str] = []
     unset_keys: list[str] = []
     for key, value in body.items():
-        if key in ("type", "optional", "consent"):
+        if key in ("type", "optional", "consent", "tcf_vendor"):
             continue
         if key in cls.secret_keys and isinstance(value, str) and value and not _ENV_REF.fullmatch(value):
             errs.append(f"{key}: secrets are never written in rule files; use \"${{ENV_NAME}}\"")
@@ -285,6 +292,9 @@ def _destination(
         errs.append(
             f"{keys}: environment variable(s) {names} not set (set them, or mark the destination optional = true)"
         )
+    tcf_vendor = body.get("tcf_vendor")
+    if tcf_vendor is not None and (not isinstance(tcf_vendor, int) or isinstance(tcf_vendor, bool) or tcf_vendor < 1):
+        errs.append("tcf_vendor: must be the vendor's IAB Global Vendor List ID (a whole number, e.g. 755 for Google)")
     if errs:
         return None, "", errs
     try:
@@ -295,7 +305,7 @@ def _destination(
         from_env = [v for v in _env_values(body, env) if len(v) >= 4]
         return None, "", [_scrub(f"{k}: {m}", from_env) for k, m in exc.problems]
     adapter.env_values = tuple(v for v in _env_values(body, env) if len(v) >= 4)
-    return Destination(name, kind, adapter, tuple(consent), label), "", []
+    return Destination(name, kind, adapter, tuple(consent), label, tcf_vendor), "", []
 
 
 def _env_values(value: Any, env: TMapping[str, str]) -> list[str]:

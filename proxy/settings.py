@@ -52,6 +52,15 @@ class Settings:
     visitor_cookie: str = "trid"
     cookie_max_age_secs: int = 400 * 24 * 3600
     geo_db: Path | None = None
+    # What "no consent signal" means, per region (needs geo_db to know the
+    # region; without geo the strictest rule applies). See proxy.consent.
+    consent_default: str = "EEA,GB,CH:denied;*:granted"
+    # Sec-GPC: "veto" (denies ads purposes whatever else says), "fallback"
+    # (counts only where nothing else decided), or "ignore".
+    consent_gpc: str = "veto"
+    # MaxMind ASN database (GeoLite2-ASN, DB-IP ASN Lite): data-centre networks
+    # count towards the bot score.
+    asn_db: Path | None = None
     # Limits on what one hit may carry.
     max_body_bytes: int = 64 * 1024
     max_events_per_hit: int = 50
@@ -87,7 +96,7 @@ class Settings:
             if raw is not None:
                 values[f.name] = _parse(f.name, raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
-        for name in ("rules_dir", "static_dir", "geo_db", "data_dir", "outbox_path"):
+        for name in ("rules_dir", "static_dir", "geo_db", "asn_db", "data_dir", "outbox_path"):
             if isinstance(values.get(name), str):
                 values[name] = Path(values[name]) if values[name] else None
         if isinstance(values.get("trusted_proxies"), (list, tuple)):
@@ -128,6 +137,14 @@ class Settings:
             raise SettingsError(f"outbox_max_rows {self.outbox_max_rows}: must be at least 1")
         if self.workers < 0:
             raise SettingsError(f"workers {self.workers}: must be 0 (one per CPU) or more")
+        from .consent import ConsentPolicy, PolicyError
+
+        try:
+            ConsentPolicy.parse(self.consent_default, gpc=self.consent_gpc)
+        except (PolicyError, ValueError) as exc:
+            raise SettingsError(f"consent_default {self.consent_default!r} / consent_gpc {self.consent_gpc!r}: {exc}") from None
+        if self.asn_db is not None and not self.asn_db.is_file():
+            raise SettingsError(f"asn_db {str(self.asn_db)!r}: no such file (a MaxMind ASN DB: GeoLite2-ASN)")
         if self.geo_db is not None and not self.geo_db.is_file():
             raise SettingsError(f"geo_db {str(self.geo_db)!r}: no such file (a MaxMind DB: GeoLite2-City or DB-IP Lite)")
 

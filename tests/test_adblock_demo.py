@@ -18,6 +18,10 @@ from proxy.settings import Settings
 from tests.adblock import PROFILES, blocked, request_type_for
 from tests.browser import chromium, needs_chromium
 
+ACCEPTED = (
+    "localStorage.setItem('demo-consent', JSON.stringify("
+    "{analytics: true, ads: true, ad_personalization: true, ad_user_data: true}))"
+)
 pytestmark = pytest.mark.browser
 HOST = "www.shop.example"
 
@@ -38,6 +42,8 @@ async def test_no_request_of_the_demo_page_is_blocked(aiohttp_server, tmp_path):
 
     async with chromium(host_map={HOST: "127.0.0.1"}) as browser:
         page = await browser.new_page()
+        # A returning visitor who accepted the demo's consent banner before.
+        await page.add_init_script(ACCEPTED)
         page.on("request", lambda r: seen.append((r.url, r.resource_type)))
         await page.goto(f"{origin}/?fbclid=IwAR2xYz&gclid=Cj0KCQ&ttclid=E.C.P.abc")
         for button in ("#add", "#checkout"):

@@ -14,7 +14,8 @@ from proxy.app import DELIVERY, make_app
 from proxy.rules import load_rules
 from proxy.settings import Settings
 
-HIT = {"events": [{"name": "page_view", "id": "ev-1", "page": {"url": "https://shop.example/"}}]}
+GRANTED = {"analytics": True, "ads": True, "ad_personalization": True, "ad_user_data": True}
+HIT = {"events": [{"name": "page_view", "id": "ev-1", "page": {"url": "https://shop.example/"}}], "consent": GRANTED}
 
 
 def rules_dir(tmp_path: Path, extra: str = "", to: str = '"log"') -> Path:
@@ -190,3 +191,31 @@ async def test_image_fallback_with_invalid_utf8_is_a_400(client):
     """GET ?d= with bytes that are not UTF-8 is refused like the same POST body."""
     resp = await client.get("/e?d=%7B%22events%22%3A%5B%7B%22name%22%3A%22%FF%22%7D%5D%7D")
     assert resp.status == 400
+
+
+async def test_a_script_without_browser_headers_is_scored_a_bot(client, tmp_path):
+    """A hit with a browser user agent but no Accept or Accept-Language headers counts as a bot."""
+    ua = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/125.0.0.0 Safari/537.36"
+    await client.post("/e", data=orjson.dumps(HIT), headers={"User-Agent": ua, "Accept": "", "Accept-Language": ""},
+                      skip_auto_headers=["Accept", "Accept-Encoding"])
+    await client.app[DELIVERY].wait_idle(5)
+    event = lines(tmp_path)[0]
+    assert event["bot"] is True and "no_accept_language" in event["bot_reasons"]
+
+
+async def test_a_browser_with_its_usual_headers_is_not_a_bot(client, tmp_path):
+    """The same user agent with Accept and Accept-Language is a person."""
+    ua = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/125.0.0.0 Safari/537.36"
+    await client.post("/e", data=orjson.dumps(HIT), headers={"User-Agent": ua, "Accept": "*/*", "Accept-Language": "sv-SE,sv;q=0.9"})
+    await client.app[DELIVERY].wait_idle(5)
+    assert lines(tmp_path)[0]["bot"] is False
+
+
+async def test_without_consent_no_cookie_is_set_or_read(client, tmp_path):
+    """No consent signal, no geo (default policy: denied): no cookies, and no identifier leaves."""
+    hit = {"events": HIT["events"]}
+    resp = await client.post("/e", data=orjson.dumps(hit), headers={"Cookie": "trid=AAAAAAAAAAAAAAAAAAAAAA; _fbp=fb.1.1.1"})
+    assert resp.status == 204 and not resp.cookies
+    await client.app[DELIVERY].wait_idle(5)
+    ids = lines(tmp_path)[0]["context"]["ids"]
+    assert set(ids) == {"ga_client_id"} and lines(tmp_path)[0]["context"]["consent"]["ads"] is False

@@ -32,6 +32,10 @@ FBCLID = "IwAR2_e2e-TestCase-9xYz"  # mixed case, '-', '_': must arrive unchange
 CLIENT_IP = "81.2.69.160"  # London in MaxMind's GeoLite2-City test database
 EMAIL_CASE = "    SomeOne@domain.com  "  # a Meta Parameter Builder email vector input
 
+ACCEPTED = (
+    "localStorage.setItem('demo-consent', JSON.stringify("
+    "{analytics: true, ads: true, ad_personalization: true, ad_user_data: true}))"
+)
 pytestmark = pytest.mark.browser
 
 
@@ -109,6 +113,8 @@ async def test_browser_purchase_reaches_meta_and_ga4_enriched_and_hashed(shop):
     # The browser stands behind a trusted proxy that reports the client's address.
     async with chromium(extra_http_headers={"X-Forwarded-For": CLIENT_IP}) as browser:
         page = await browser.new_page()
+        # A returning visitor who accepted the demo's consent banner before.
+        await page.add_init_script(ACCEPTED)
         await page.goto(str(server.make_url("/")) + f"?fbclid={FBCLID}")
         await wait_for(lambda: any(e["event_name"] == "PageView" for e in meta_events(meta)), "Meta PageView")
         user_agent = await page.evaluate("navigator.userAgent")

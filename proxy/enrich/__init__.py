@@ -1,9 +1,10 @@
 """Enrichment: the facts only the server knows, added in one visible order.
 
 1. client IP   (:mod:`.client_ip`: trusted forwarding headers, else the peer)
-2. user agent  (:mod:`.useragent`: ua-parser + bot verdict)
+2. user agent  (:mod:`.useragent`: ua-parser + the UA's own bot verdict)
 3. geo         (:mod:`.geo`: MaxMind DB, when one is configured)
-4. identifiers (:mod:`.ids`: first-party visitor ID, ``_fbp``/``_fbc``, GA client and session)
+4. bot score   (:mod:`.bots`: UA verdict, header consistency, data-centre ASN)
+5. identifiers (:mod:`.ids`: first-party visitor ID, ``_fbp``/``_fbc``, GA client and session)
 
 The result is one :class:`~proxy.model.Context` shared by every event of a
 hit, and the cookies to set on the answer.
@@ -12,11 +13,13 @@ hit, and the cookies to set on the answer.
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from typing import Mapping
 
 from ..model import Context
 from ..settings import Settings
+from .bots import ASNReader, bot_score
 from .client_ip import client_ip
 from .geo import GeoReader
 from .ids import CookieSpec, resolve_ids
@@ -34,11 +37,14 @@ class Enricher:
         self.settings = settings
         self.ua = UserAgentParser()
         self.geo = GeoReader(settings.geo_db) if settings.geo_db else None
+        self.asn = ASNReader(settings.asn_db) if settings.asn_db else None
         self._warned_untrusted = False
 
     def close(self) -> None:
         if self.geo is not None:
             self.geo.close()
+        if self.asn is not None:
+            self.asn.close()
 
     def context(
         self,
@@ -66,15 +72,40 @@ class Enricher:
         ctx = Context(ip=ip, user_agent=user_agent, ua=self.ua.parse(user_agent))
         if self.geo is not None and ip:
             ctx.geo = self.geo.lookup(ip)
+        asn = self.asn.lookup(ip) if self.asn is not None and ip else None
+        verdict = bot_score(ctx.ua, headers, asn.number if asn else None, asn.organization if asn else None)
+        ctx.bot, ctx.bot_score, ctx.bot_reasons = verdict.is_bot, verdict.score, tuple(verdict.reasons)
         ctx.click_ids = dict(click_ids)
         cookies_out: list[CookieSpec] = []
         if set_ids:
-            ctx.ids, cookies_out = resolve_ids(
-                cookies,
-                host,
-                click_ids,
-                time.time() if now is None else now,
-                configured_domain=s.cookie_domain,
-                visitor_cookie=s.visitor_cookie,
-            )
+            cookies_out = self.identify(ctx, cookies, host, storage=True, now=now)
         return ctx, cookies_out
+
+    def identify(
+        self,
+        ctx: Context,
+        cookies: Mapping[str, str],
+        host: str,
+        *,
+        storage: bool,
+        now: float | None = None,
+    ) -> list[CookieSpec]:
+        """Fill ``ctx.ids`` and return the cookies to set.
+
+        Without storage consent no cookie is read or set: the event gets only
+        a one-off GA client ID (GA4 requires one), which identifies nobody.
+        """
+        now = time.time() if now is None else now
+        if not storage:
+            ctx.ids = {"ga_client_id": f"{secrets.randbelow(2**31)}.{int(now)}"}
+            return []
+        s = self.settings
+        ctx.ids, out = resolve_ids(
+            cookies,
+            host,
+            ctx.click_ids,
+            now,
+            configured_domain=s.cookie_domain,
+            visitor_cookie=s.visitor_cookie,
+        )
+        return out
