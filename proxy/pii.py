@@ -94,7 +94,7 @@ _PII_WORDS = frozenset(
     }
 )  # fmt: skip
 
-# A parameter named just "name" (or "n"ame-like full words below) is a person
+# A parameter named just "name" is a person
 # on a landing or thank-you URL (?name=Jo+Bloggs), but an item in event
 # params ({"name": "Blue shirt"}), so it is PII only in URLs.
 _URL_ONLY_WORDS = frozenset({"name"})
