@@ -32,8 +32,9 @@ import signal
 import sqlite3
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import aiohttp
 import orjson
@@ -171,7 +172,7 @@ async def load(
                     await r.read()
                     if r.status == 204:
                         accepted.add(event_id)
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 pass  # not answered 204: not accepted, nothing to prove for it
             answered += 1
             if not fired and when is not None and then is not None and when(answered):
@@ -507,7 +508,7 @@ async def test_kill_9_under_load_loses_no_accepted_event(aiohttp_server, tmp_pat
 )
 async def test_kill_9_outbox_drains_soon_after_restart(aiohttp_server, tmp_path):
     """Rows the killed process had in flight are sent within 20 s of the restart, so the stand-in gets every accepted event."""
-    meta, hook, rules = await standins(aiohttp_server, hook_delay_secs=0.3)
+    _meta, hook, rules = await standins(aiohttp_server, hook_delay_secs=0.3)
     svc = service(tmp_path, rules)
     await asyncio.to_thread(svc.start)
     try:
@@ -612,7 +613,7 @@ async def test_deadletters_replay_and_trace_commands(aiohttp_client, aiohttp_ser
     for n, event_id in enumerate(("cli-1", "cli-2"), 1):
         hit = await client.post("/e", data=orjson.dumps(browser_hit(event_id)), headers={"User-Agent": BROWSER_UA})
         assert hit.status == 204
-        await until(lambda: metrics.value("tagrelay_delivery_dead_total", destination="crm") == n, "a dead letter")
+        await until(lambda n=n: metrics.value("tagrelay_delivery_dead_total", destination="crm") == n, "a dead letter")
 
     listed = await asyncio.to_thread(run_cli, ["deadletters", "--destination", "crm"], data_dir)
     receiver.script.clear()  # the fix: the receiver accepts from now on
