@@ -15,9 +15,12 @@ Three layers of proof, all against local stand-ins on 127.0.0.1:
 
 Duplicates. Delivery is at least once: a process killed after the vendor
 took a batch and before the outbox recorded it leaves those rows leased, and
-they are sent again once the lease ends. Meta deduplicates server events by
-``event_id`` together with ``event_name`` (Conversions API "Deduplicate
-Pixel and Server Events"), so a duplicate there costs nothing. A webhook
+they are sent again once the lease ends. Meta treats events with the same
+``event_name`` and ``event_id`` sent within 48 hours as one and keeps the
+first (Conversions API "Server event parameters", ``event_name``; the
+"Deduplicate Pixel and Server Events" guide speaks of pixel + server pairs,
+so server-to-server duplicates are covered by the 48-hour rule, not by a
+separate promise), so a duplicate there costs nothing. A webhook
 receiver does not deduplicate unless it is written to: the payload carries
 the event ID for that. So for both kinds the tests assert the same bound: the
 events that can be duplicated are at most the rows one worker had leased when
