@@ -37,7 +37,7 @@ from typing import Any, Callable
 
 from aiohttp import web
 
-from . import STANDIN, Recorded, StandIn
+from . import Recorded, StandIn, is_sha256, standin_app
 
 __all__ = ["GA4StandIn", "RESERVED_EVENT_NAMES", "ga4_app"]
 
@@ -73,7 +73,6 @@ _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _REGION_RE = re.compile(r"^[A-Z]{2}-[A-Z0-9]{1,3}$")
 _COUNTRY_RE = re.compile(r"^[A-Z]{2}$")
 _M49_RE = re.compile(r"^\d{3}$")
-_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
 class GA4StandIn(StandIn):
@@ -98,26 +97,24 @@ class GA4StandIn(StandIn):
         return self.problems
 
     async def collect(self, request: web.Request) -> web.StreamResponse:
-        rec = await self.record(request)
-        canned = await self.scripted(rec)
-        if canned is not None:
-            return canned
+        """``/mp/collect``: always 204, the validation messages recorded only."""
+        return await self.respond(request, self._collect)
+
+    async def debug(self, request: web.Request) -> web.StreamResponse:
+        """``/debug/mp/collect``: 200 with the body's validation messages."""
+        return await self.respond(request, self._debug)
+
+    def _collect(self, request: web.Request, rec: Recorded) -> web.Response:
         rec.problems.extend(self._query_messages(rec))
         rec.problems.extend(self.validate(rec))
         if not rec.problems and isinstance(rec.json, dict):
             self.collected.extend(rec.json.get("events", []))
-        rec.answered = 204
         return web.Response(status=204)
 
-    async def debug(self, request: web.Request) -> web.StreamResponse:
-        rec = await self.record(request)
-        canned = await self.scripted(rec)
-        if canned is not None:
-            return canned
+    def _debug(self, request: web.Request, rec: Recorded) -> web.Response:
         body_messages = self.validate(rec)
         rec.problems.extend(self._query_messages(rec))
         rec.problems.extend(body_messages)
-        rec.answered = 200
         # Google's validator does not check api_secret or measurement_id.
         return web.json_response({"validationMessages": body_messages})
 
@@ -309,13 +306,13 @@ def _user_data(data: Any) -> list[dict[str, str]]:
     for key in ("sha256_email_address", "sha256_phone_number"):
         values = data.get(key, [])
         for value in values if isinstance(values, list) else [values]:
-            if not isinstance(value, str) or not _SHA256_RE.match(value):
+            if not is_sha256(value):
                 out.append(_msg(f"user_data.{key}", "must hold lowercase hex SHA-256 digests", "VALUE_INVALID"))
     for i, address in enumerate(data.get("address", []) or []):
         if not isinstance(address, dict):
             continue
         for key, value in address.items():
-            if key.startswith("sha256_") and (not isinstance(value, str) or not _SHA256_RE.match(value)):
+            if key.startswith("sha256_") and not is_sha256(value):
                 out.append(_msg(f"user_data.address[{i}].{key}", "must be a lowercase hex SHA-256 digest", "VALUE_INVALID"))
     return out
 
@@ -327,8 +324,4 @@ def ga4_app(
 ) -> web.Application:
     """An aiohttp app answering like the GA4 Measurement Protocol; state at ``app[STANDIN]``."""
     state = GA4StandIn(measurement_id, api_secret, now)
-    app = web.Application()
-    app[STANDIN] = state
-    app.router.add_post("/mp/collect", state.collect)
-    app.router.add_post("/debug/mp/collect", state.debug)
-    return app
+    return standin_app(state, {"/mp/collect": state.collect, "/debug/mp/collect": state.debug})

@@ -31,7 +31,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import STANDIN, Canned, Recorded, StandIn
+from . import Canned, Recorded, StandIn, has_bearer, is_integer, is_sha256, standin_app
 
 __all__ = [
     "ID_TYPES",
@@ -57,7 +57,6 @@ MAX_AGE_SECS = 90 * 24 * 3600
 
 _URN_RE = re.compile(r"^urn:lla:llaPartnerConversion:([0-9]+)$")
 _VERSION_RE = re.compile(r"^20[0-9]{2}(0[1-9]|1[0-2])$")
-_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _AMOUNT_RE = re.compile(r"^[0-9]+(\.[0-9]+)?$")
 _CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
 
@@ -96,17 +95,8 @@ class LinkedInStandIn(StandIn):
         self.now = now
         self.received: list[dict[str, Any]] = []
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        rec = await self.record(request)
-        canned = await self.scripted(rec)
-        if canned is not None:
-            return canned
-        response = self._answer(request, rec)
-        rec.answered = response.status
-        return response
-
-    def _answer(self, request: web.Request, rec: Recorded) -> web.Response:
-        if request.headers.get("Authorization") != f"Bearer {self.access_token}":
+    def answer(self, request: web.Request, rec: Recorded) -> web.Response:
+        if not has_bearer(request, self.access_token):
             return self._reject(
                 rec,
                 401,
@@ -146,8 +136,7 @@ class LinkedInStandIn(StandIn):
                 "X-RestLi-Method",
             )
 
-        body = rec.json
-        elements = body.get("elements") if isinstance(body, dict) else None
+        elements = rec.json_field("elements")
         if not isinstance(elements, list) or not elements:
             return self._reject(
                 rec, 400, "elements: a non-empty array is required", "elements"
@@ -162,13 +151,7 @@ class LinkedInStandIn(StandIn):
             problem = self._element_problem(element)
             if problem:
                 field, message = problem
-                rec.problems.append(
-                    {
-                        "field": f"elements[{index}].{field}",
-                        "code": "422",
-                        "message": message,
-                    }
-                )
+                rec.problem(f"elements[{index}].{field}", 422, message)
                 results.append(
                     {
                         "status": 422,
@@ -190,7 +173,7 @@ class LinkedInStandIn(StandIn):
         if self.rule_ids is not None and match.group(1) not in self.rule_ids:
             return "conversion", f"conversion rule {match.group(1)} does not exist"
         happened = element.get("conversionHappenedAt")
-        if isinstance(happened, bool) or not isinstance(happened, int):
+        if not is_integer(happened):
             return "conversionHappenedAt", "required, integer epoch milliseconds"
         now_ms = self.now() * 1000
         if happened > now_ms:
@@ -216,7 +199,7 @@ class LinkedInStandIn(StandIn):
             value = uid.get("idValue")
             if not isinstance(value, str) or not value:
                 return f"user.userIds[{i}].idValue", "required, a non-empty string"
-            if uid["idType"] == "SHA256_EMAIL" and not _SHA256_RE.match(value):
+            if uid["idType"] == "SHA256_EMAIL" and not is_sha256(value):
                 return (
                     f"user.userIds[{i}].idValue",
                     "SHA256_EMAIL must be a lowercase hex SHA-256 digest",
@@ -247,7 +230,7 @@ class LinkedInStandIn(StandIn):
     def _reject(
         self, rec: Recorded, status: int, message: str, field: str, **extra: Any
     ) -> web.Response:
-        rec.problems.append({"field": field, "code": str(status), "message": message})
+        rec.problem(field, status, message)
         return restli_error(status, message, **extra)
 
 
@@ -259,7 +242,4 @@ def linkedin_app(
 ) -> web.Application:
     """An aiohttp app answering like LinkedIn's Conversions API; state at ``app[STANDIN]``."""
     state = LinkedInStandIn(access_token, rule_ids, versions, now)
-    app = web.Application()
-    app[STANDIN] = state
-    app.router.add_post("/rest/conversionEvents", state.handle)
-    return app
+    return standin_app(state, {"/rest/conversionEvents": state.handle})

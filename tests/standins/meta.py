@@ -30,7 +30,7 @@ from typing import Any, Callable, Mapping
 
 from aiohttp import web
 
-from . import STANDIN, Recorded, StandIn
+from . import Recorded, StandIn, is_integer, sha256_values, standin_app
 
 __all__ = ["ACTION_SOURCES", "HASHED_KEYS", "MetaStandIn", "meta_app", "graph_error"]
 
@@ -42,7 +42,6 @@ HASHED_KEYS = ("em", "ph", "fn", "ln", "ge", "db", "ct", "st", "zp", "country")
 MAX_EVENTS = 1000
 MAX_AGE_SECS = 7 * 24 * 3600
 
-_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _VERSION_RE = re.compile(r"^v\d+\.\d+$")
 # Appendix: a 2-char language token or 8 base64url chars (6 bytes), per the
 # Parameter Builder; cookies without it are valid legacy values.
@@ -84,16 +83,7 @@ class MetaStandIn(StandIn):
         # Events accepted (not test events counted separately: Meta counts both).
         self.received: list[dict[str, Any]] = []
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        rec = await self.record(request)
-        canned = await self.scripted(rec)
-        if canned is not None:
-            return canned
-        response = self._answer(request, rec)
-        rec.answered = response.status
-        return response
-
-    def _answer(self, request: web.Request, rec: Recorded) -> web.Response:
+    def answer(self, request: web.Request, rec: Recorded) -> web.Response:
         version = request.match_info["version"]
         pixel = request.match_info["pixel_id"]
 
@@ -143,7 +133,7 @@ class MetaStandIn(StandIn):
             return "event_name", "required, a non-empty string"
 
         event_time = event.get("event_time")
-        if isinstance(event_time, bool) or not isinstance(event_time, int):
+        if not is_integer(event_time):
             return "event_time", "required, an integer unix time in seconds"
         now = self.now()
         if event_time < now - MAX_AGE_SECS:
@@ -167,10 +157,8 @@ class MetaStandIn(StandIn):
         for key in HASHED_KEYS:
             if key not in user:
                 continue
-            values = user[key] if isinstance(user[key], list) else [user[key]]
-            for value in values:
-                if not isinstance(value, str) or not _SHA256_RE.match(value):
-                    return f"user_data.{key}", "must be a lowercase hex SHA-256 digest"
+            if not sha256_values(user[key]):
+                return f"user_data.{key}", "must be a lowercase hex SHA-256 digest"
         for key, pattern in (("fbc", _FBC_RE), ("fbp", _FBP_RE)):
             value = user.get(key)
             if value is not None and (not isinstance(value, str) or not pattern.match(value)):
@@ -195,7 +183,7 @@ class MetaStandIn(StandIn):
         type_: str = "OAuthException",
         subcode: int | None = None,
     ) -> web.Response:
-        rec.problems.append({"field": field, "code": str(code), "message": message})
+        rec.problem(field, code, message)
         return graph_error(code, message, type_=type_, subcode=subcode)
 
 
@@ -206,10 +194,7 @@ def meta_app(
 ) -> web.Application:
     """An aiohttp app answering like Meta's Conversions API; state at ``app[STANDIN]``."""
     state = MetaStandIn(access_token, pixel_ids, now)
-    app = web.Application()
-    app[STANDIN] = state
-    app.router.add_post("/{version}/{pixel_id}/events", state.handle)
-    return app
+    return standin_app(state, {"/{version}/{pixel_id}/events": state.handle})
 
 
 def _trace_id() -> str:

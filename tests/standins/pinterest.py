@@ -35,7 +35,15 @@ from typing import Any
 
 from aiohttp import web
 
-from . import STANDIN, Canned, Recorded, StandIn
+from . import (
+    Canned,
+    Recorded,
+    StandIn,
+    has_bearer,
+    is_integer,
+    is_sha256,
+    standin_app,
+)
 
 __all__ = [
     "ACTION_SOURCES",
@@ -91,7 +99,6 @@ HASHED_KEYS = (
 MAX_EVENTS = 1000
 MAX_AGE_SECS = 7 * 24 * 3600
 
-_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _NUMBER_RE = re.compile(r"^-?[0-9]+(\.[0-9]+)?$")
 _CURRENCY_RE = re.compile(r"^[A-Za-z]{3}$")
 
@@ -124,17 +131,8 @@ class PinterestStandIn(StandIn):
         self.received: list[dict[str, Any]] = []  # events recorded (never in test mode)
         self.tested: list[dict[str, Any]] = []  # events validated under ?test=true
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        rec = await self.record(request)
-        canned = await self.scripted(rec)
-        if canned is not None:
-            return canned
-        response = self._answer(request, rec)
-        rec.answered = response.status
-        return response
-
-    def _answer(self, request: web.Request, rec: Recorded) -> web.Response:
-        if request.headers.get("Authorization") != f"Bearer {self.access_token}":
+    def answer(self, request: web.Request, rec: Recorded) -> web.Response:
+        if not has_bearer(request, self.access_token):
             return self._reject(rec, 401, 2, "Authentication failed.", "Authorization")
         account = request.match_info["ad_account_id"]
         if not account.isdigit() or (
@@ -148,8 +146,7 @@ class PinterestStandIn(StandIn):
                 "ad_account_id",
             )
 
-        body = rec.json
-        data = body.get("data") if isinstance(body, dict) else None
+        data = rec.json_field("data")
         if not isinstance(data, list) or not data:
             return self._reject(
                 rec,
@@ -172,13 +169,7 @@ class PinterestStandIn(StandIn):
             problem = self._event_problem(event)
             if problem:
                 field, message = problem
-                rec.problems.append(
-                    {
-                        "field": f"data[{index}].{field}",
-                        "code": "422",
-                        "message": message,
-                    }
-                )
+                rec.problem(f"data[{index}].{field}", 422, message)
                 results.append(
                     {
                         "status": "failed",
@@ -224,7 +215,7 @@ class PinterestStandIn(StandIn):
                 f"{event.get('action_source')!r} is not one of {sorted(ACTION_SOURCES)}",
             )
         event_time = event.get("event_time")
-        if isinstance(event_time, bool) or not isinstance(event_time, int):
+        if not is_integer(event_time):
             return "event_time", "required, an integer unix time in seconds"
         now = self.now()
         if event_time > now:
@@ -241,9 +232,8 @@ class PinterestStandIn(StandIn):
             if key not in user:
                 continue
             values = user[key]
-            if not isinstance(values, list) or not all(
-                isinstance(v, str) and _SHA256_RE.match(v) for v in values
-            ):
+            # Pinterest wants arrays here, even for one value.
+            if not isinstance(values, list) or not all(is_sha256(v) for v in values):
                 return (
                     f"user_data.{key}",
                     "must be an array of lowercase hex SHA-256 digests",
@@ -288,24 +278,20 @@ class PinterestStandIn(StandIn):
                         f"{price!r}: must be a numeric string",
                     )
                 qty = content.get("quantity") if isinstance(content, dict) else None
-                if qty is not None and (
-                    isinstance(qty, bool) or not isinstance(qty, int)
-                ):
+                if qty is not None and not is_integer(qty):
                     return (
                         f"custom_data.contents[{i}].quantity",
                         f"{qty!r}: must be an integer",
                     )
             num_items = custom.get("num_items")
-            if num_items is not None and (
-                isinstance(num_items, bool) or not isinstance(num_items, int)
-            ):
+            if num_items is not None and not is_integer(num_items):
                 return "custom_data.num_items", f"{num_items!r}: must be an integer"
         return None
 
     def _reject(
         self, rec: Recorded, status: int, code: int, message: str, field: str
     ) -> web.Response:
-        rec.problems.append({"field": field, "code": str(code), "message": message})
+        rec.problem(field, code, message)
         return pinterest_error(status, code, message)
 
 
@@ -316,7 +302,6 @@ def pinterest_app(
 ) -> web.Application:
     """An aiohttp app answering like Pinterest's Conversions API; state at ``app[STANDIN]``."""
     state = PinterestStandIn(access_token, ad_account_ids, now)
-    app = web.Application()
-    app[STANDIN] = state
-    app.router.add_post("/v5/ad_accounts/{ad_account_id}/events", state.handle)
-    return app
+    return standin_app(
+        state, {"/v5/ad_accounts/{ad_account_id}/events": state.handle}
+    )

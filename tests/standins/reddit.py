@@ -34,7 +34,16 @@ from typing import Any
 
 from aiohttp import web
 
-from . import STANDIN, Canned, Recorded, StandIn
+from . import (
+    Canned,
+    Recorded,
+    StandIn,
+    has_bearer,
+    is_integer,
+    is_number,
+    is_sha256,
+    standin_app,
+)
 
 __all__ = [
     "ACTION_SOURCES",
@@ -88,7 +97,6 @@ _USER_KEYS = frozenset(
         "data_processing_options",
     }
 )
-_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 _RDT_UUID_RE = re.compile(rf"^(?:[0-9]{{13}}\.)?{_UUID}$")
 _CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
@@ -129,20 +137,11 @@ class RedditStandIn(StandIn):
             dict[str, Any]
         ] = []  # events sent with a test_id (Event Testing)
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        rec = await self.record(request)
-        canned = await self.scripted(rec)
-        if canned is not None:
-            return canned
-        response = self._answer(request, rec)
-        rec.answered = response.status
-        return response
-
-    def _answer(self, request: web.Request, rec: Recorded) -> web.Response:
+    def answer(self, request: web.Request, rec: Recorded) -> web.Response:
         auth = request.headers.get("Authorization", "")
         if not auth.startswith("Bearer ") or not auth[7:].strip():
             return self._reject(rec, 401, "No bearer token provided", "Authorization")
-        if auth != f"Bearer {self.access_token}":
+        if not has_bearer(request, self.access_token):
             return self._reject(rec, 401, "UNAUTHORIZED", "Authorization")
         pixel = request.match_info["pixel_id"]
         if self.pixel_ids is not None and pixel not in self.pixel_ids:
@@ -153,8 +152,7 @@ class RedditStandIn(StandIn):
                 "pixel_id",
             )
 
-        body = rec.json
-        data = body.get("data") if isinstance(body, dict) else None
+        data = rec.json_field("data")
         if not isinstance(data, dict):
             return self._reject(
                 rec, 400, 'JSON error "missing field" on field "data"', "data"
@@ -196,9 +194,7 @@ class RedditStandIn(StandIn):
                 )
         if fields:
             for f in fields:
-                rec.problems.append(
-                    {"field": f["field"], "code": "400", "message": f["message"]}
-                )
+                rec.problem(f["field"], 400, f["message"])
             return reddit_error(
                 400,
                 f"There were {len(fields)} invalid conversion events. None were processed.",
@@ -221,7 +217,7 @@ class RedditStandIn(StandIn):
         if unknown:
             return unknown[0], "unknown field"
         event_at = event.get("event_at")
-        if isinstance(event_at, bool) or not isinstance(event_at, int):
+        if not is_integer(event_at):
             return "event_at", "required, an integer unix time in milliseconds"
         now_ms = self.now() * 1000
         if event_at > now_ms:
@@ -253,9 +249,7 @@ class RedditStandIn(StandIn):
             if unknown:
                 return f"user.{unknown[0]}", "unknown field"
             for key in ("email", "phone_number", "external_id"):
-                if key in user and (
-                    not isinstance(user[key], str) or not _SHA256_RE.match(user[key])
-                ):
+                if key in user and not is_sha256(user[key]):
                     return f"user.{key}", "expected a lowercase hex SHA-256 digest"
             uuid = user.get("uuid")
             if uuid is not None and (
@@ -274,9 +268,7 @@ class RedditStandIn(StandIn):
             if not isinstance(meta, dict):
                 return "metadata", "must be an object"
             value = meta.get("value")
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, (int, float))
-            ):
+            if value is not None and not is_number(value):
                 return "metadata.value", "must be a number (double)"
             currency = meta.get("currency")
             if currency is not None and (
@@ -291,7 +283,7 @@ class RedditStandIn(StandIn):
     def _reject(
         self, rec: Recorded, status: int, message: str, field: str
     ) -> web.Response:
-        rec.problems.append({"field": field, "code": str(status), "message": message})
+        rec.problem(field, status, message)
         return reddit_error(status, message)
 
 
@@ -302,7 +294,6 @@ def reddit_app(
 ) -> web.Application:
     """An aiohttp app answering like Reddit's Conversions API v3; state at ``app[STANDIN]``."""
     state = RedditStandIn(access_token, pixel_ids, now)
-    app = web.Application()
-    app[STANDIN] = state
-    app.router.add_post("/api/v3/pixels/{pixel_id}/conversion_events", state.handle)
-    return app
+    return standin_app(
+        state, {"/api/v3/pixels/{pixel_id}/conversion_events": state.handle}
+    )

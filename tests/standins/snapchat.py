@@ -21,14 +21,13 @@ success is HTTP 200 ``{"status": "VALID", "reason": ...}``. Test events
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
-from . import STANDIN, Recorded, StandIn
+from . import Recorded, StandIn, is_integer, sha256_values, standin_app
 
 __all__ = ["SnapStandIn", "snap_app"]
 
@@ -85,7 +84,6 @@ HASHED_KEYS = (
     "external_id",
 )
 MATCH_KEYS = ("em", "ph", "sc_click_id", "sc_cookie1", "madid", "external_id")
-_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
 class SnapStandIn(StandIn):
@@ -96,14 +94,10 @@ class SnapStandIn(StandIn):
         self.received: list[dict[str, Any]] = []
         self.validated: list[dict[str, Any]] = []
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        rec = await self.record(request)
-        canned = await self.scripted(rec)
-        if canned is not None:
-            return canned
+    def answer(self, request: web.Request, rec: Recorded) -> web.Response:
         status, reason = self._check(request, rec)
-        rec.answered = status
         if status != 200:
+            # Snap's answer names no field, so neither does the problem.
             rec.problems.append({"status": str(status), "message": reason})
             return web.json_response(
                 {"status": "INVALID", "reason": reason}, status=status
@@ -117,8 +111,7 @@ class SnapStandIn(StandIn):
         token = rec.query.get("access_token") or auth.removeprefix("Bearer ")
         if token != self.access_token:
             return 401, "Unauthorized: invalid access token"
-        body = rec.json
-        data = body.get("data") if isinstance(body, dict) else None
+        data = rec.json_field("data")
         if not isinstance(data, list) or not 1 <= len(data) <= MAX_EVENTS:
             return 400, f"data: 1..{MAX_EVENTS} events required"
         for i, event in enumerate(data):
@@ -134,11 +127,7 @@ class SnapStandIn(StandIn):
             return f"event_name {event.get('event_name')!r}: not a Snap event name"
         t = event.get("event_time")
         now = self.now()
-        if (
-            isinstance(t, bool)
-            or not isinstance(t, int)
-            or not now - MAX_AGE_SECS <= t <= now + 1
-        ):
+        if not is_integer(t) or not now - MAX_AGE_SECS <= t <= now + 1:
             return "event_time: timestamp invalid or out of range"
         source = event.get("action_source")
         if source not in ("WEB", "MOBILE_APP", "OFFLINE"):
@@ -149,10 +138,8 @@ class SnapStandIn(StandIn):
         if not isinstance(user, dict):
             return "user_data: required"
         for key in HASHED_KEYS:
-            if key in user:
-                values = user[key] if isinstance(user[key], list) else [user[key]]
-                if not all(isinstance(v, str) and _SHA256_RE.match(v) for v in values):
-                    return f"user_data.{key}: unhashed PII"
+            if key in user and not sha256_values(user[key]):
+                return f"user_data.{key}: unhashed PII"
         if not any(user.get(k) for k in MATCH_KEYS) and not (
             user.get("client_ip_address") and user.get("client_user_agent")
         ):
@@ -172,8 +159,10 @@ def snap_app(
 ) -> web.Application:
     """An aiohttp app answering like Snap's Conversions API v3; state at ``app[STANDIN]``."""
     state = SnapStandIn(access_token, now)
-    app = web.Application()
-    app[STANDIN] = state
-    app.router.add_post("/v3/{pixel_id}/events", state.handle)
-    app.router.add_post("/v3/{pixel_id}/events/validate", state.handle)
-    return app
+    return standin_app(
+        state,
+        {
+            "/v3/{pixel_id}/events": state.handle,
+            "/v3/{pixel_id}/events/validate": state.handle,
+        },
+    )
