@@ -19,6 +19,7 @@ from aiohttp import web
 from .collect import Hit, HitError, hit_from_query, parse_hit
 from .consent import ConsentPolicy, ConsentSignals, gpc_from_headers
 from .consent import resolve as resolve_consent
+from .events_api import authenticate, parse_api_keys, parse_server_events, to_events
 from .delivery import Delivery, Outbox, OutboxError, OutboxFull, RetryPolicy
 from .ga4hits import parse_gcollect
 from .enrich import Enricher
@@ -38,6 +39,7 @@ DELIVERY = web.AppKey("delivery", Delivery)
 ENRICHER = web.AppKey("enricher", Enricher)
 METRICS = web.AppKey("metrics", Metrics)
 CONSENT_POLICY = web.AppKey("consent_policy", ConsentPolicy)
+API_KEYS = web.AppKey("api_keys", dict)
 _SCRIPTS = web.AppKey("scripts", dict)
 
 _PLACEHOLDER = '"__TAGRELAY_COLLECT__"'
@@ -68,6 +70,7 @@ def make_app(settings: Settings, rules: RuleSet) -> web.Application:
     # before the server binds (GeoDatabaseError is a SettingsError).
     app[ENRICHER] = Enricher(settings)
     app[CONSENT_POLICY] = ConsentPolicy.parse(settings.consent_default, gpc=settings.consent_gpc)
+    app[API_KEYS] = parse_api_keys(settings.api_keys)
     app[RULES] = rules
     app[METRICS] = Metrics()
     static = settings.static_dir
@@ -80,6 +83,8 @@ def make_app(settings: Settings, rules: RuleSet) -> web.Application:
     app.router.add_route("POST", settings.collect_path, _collect)
     app.router.add_route("GET", settings.collect_path, _collect)
     app.router.add_route("OPTIONS", settings.collect_path, _preflight)
+    if settings.api_path and app[API_KEYS]:
+        app.router.add_post(settings.api_path, _events_api)
     if settings.ga4_path:
         app.router.add_route("POST", settings.ga4_path, _ga4_collect)
         app.router.add_route("GET", settings.ga4_path, _ga4_collect)
@@ -199,6 +204,48 @@ async def _collect(request: web.Request) -> web.Response:
     except HitError as exc:
         return _refused(request, exc)
     return await _accept(request, hit)
+
+
+async def _events_api(request: web.Request) -> web.Response:
+    """Back ends, CRMs and apps: batches of canonical events, one API key per source."""
+    source = authenticate(request.headers.get("Authorization"), request.app[API_KEYS])
+    if source is None:
+        return web.json_response(
+            {"error": "missing or unknown API key: send Authorization: Bearer <key>"},
+            status=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    settings = request.app[SETTINGS]
+    now = time.time()
+    try:
+        items = parse_server_events(await _body(request), source, settings, now)
+    except HitError as exc:
+        return _refused(request, exc)
+    events = to_events(items, request.app[ENRICHER])
+    decide_consent(events, request.app[CONSENT_POLICY])
+    rows, ledger = plan_rows(request.app[RULES], events, now)
+    metrics = request.app[METRICS]
+    try:
+        await request.app[DELIVERY].accept(rows, ledger)
+    except OutboxError as exc:
+        log.error("server events refused: %s", exc)
+        metrics.events_rejected.labels("outbox_full" if isinstance(exc, OutboxFull) else "outbox_error").inc()
+        return web.json_response(
+            {"error": "tagrelay cannot store events right now; try again later"},
+            status=503,
+            headers={"Retry-After": "60"},
+        )
+    metrics.events_accepted.inc(len(events))
+    return web.json_response({"accepted": len(events), "queued": len(rows)})
+
+
+def decide_consent(events: list[Event], policy: ConsentPolicy) -> None:
+    """Server events: the sender's consent signals, with the regional default where it gave none."""
+    for event in events:
+        ctx = event.context
+        signals = ConsentSignals(collector=dict(ctx.consent))
+        consent = resolve_consent(signals, ctx.geo.country if ctx.geo else None, policy)
+        ctx.consent, ctx.consent_state = consent.as_dict(), consent
 
 
 def _strict_query(request: web.Request) -> dict[str, str]:

@@ -56,6 +56,13 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("rules", type=Path, help="directory of rule files")
     t.add_argument("event", type=Path, help="a JSON file with one canonical event (see README)")
     t.set_defaults(run=_try)
+    im = sub.add_parser("import", help="queue offline conversions from a CSV file (header row) for delivery")
+    im.add_argument("file", type=Path, help="the CSV file; see README for its columns")
+    im.add_argument("--source", required=True, help="where these events come from (e.g. crm, store)")
+    im.add_argument("--rules", type=Path, default=Path("rules"), help="directory of rule files (default ./rules)")
+    im.add_argument("--delimiter", help="the column separator (default: detected from the header)")
+    im.set_defaults(run=_import)
+
     d = sub.add_parser("deadletters", help="list events a vendor refused for good, by destination and reason")
     _filters(d)
     d.set_defaults(run=_deadletters)
@@ -192,6 +199,64 @@ def _open_outbox() -> Any:
     if not path.exists():
         raise SettingsError(f"no outbox at {path} (set TAGRELAY_DATA_DIR to where tagrelay serve keeps it)")
     return Outbox(path)
+
+
+def _import(args: argparse.Namespace) -> int:
+    """Read the CSV, report each bad row with its line, and queue the rest in the outbox.
+
+    The events go into the same outbox a running ``tagrelay serve`` delivers
+    from (it picks them up within a second); with none running they wait.
+    """
+    from .app import decide_consent
+    from .consent import ConsentPolicy
+    from .delivery import Outbox
+    from .enrich import Enricher
+    from .events_api import to_events
+    from .importer import ImportFileError, read_conversions_csv
+    from .pipeline import plan_rows
+
+    rules = _load(args.rules)
+    if rules is None:
+        return EXIT_PROBLEM
+    try:
+        settings = Settings.from_env()
+        policy = ConsentPolicy.parse(settings.consent_default, gpc=settings.consent_gpc)
+        enricher = Enricher(settings)
+        now = time.time()
+        items, errors = read_conversions_csv(args.file, args.source, settings, now, delimiter=args.delimiter)
+    except (SettingsError, ImportFileError) as exc:
+        print(f"tagrelay: {exc}", file=sys.stderr)
+        return EXIT_PROBLEM
+    except OSError as exc:
+        print(f"tagrelay: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return EXIT_PROBLEM
+    for error in errors:
+        print(f"{args.file}: {error}", file=sys.stderr)
+    events = to_events(items, enricher)
+    decide_consent(events, policy)
+    rows, ledger = plan_rows(rules, events, now)
+
+    async def store() -> None:
+        outbox = Outbox(settings.outbox_file, max_rows=settings.outbox_max_rows)
+        await outbox.open()
+        try:
+            await outbox.put(rows, ledger)
+        finally:
+            await outbox.close()
+            await rules.close()
+
+    from .delivery import OutboxError
+
+    try:
+        asyncio.run(store())
+    except OutboxError as exc:
+        print(f"tagrelay: {exc}", file=sys.stderr)
+        return EXIT_PROBLEM
+    print(
+        f"imported {len(events)} event(s) from {args.file} ({len(errors)} row(s) refused),"
+        f" {len(rows)} delivery(ies) queued in {settings.outbox_file}"
+    )
+    return EXIT_PROBLEM if errors and not events else EXIT_OK
 
 
 def _deadletters(args: argparse.Namespace) -> int:

@@ -418,16 +418,10 @@ def _judge_by_user_agent_only(ctx: Context) -> None:
     person's, so the header-consistency score would call every server event a
     bot and ``bot = false`` routes would drop them all.
     """
-    # TODO(issue 5): once the header-and-network bot score (proxy.enrich.bots,
-    # Context.bot/bot_score/bot_reasons) is committed, ask it for a UA-only
-    # verdict (e.g. bot_score without headers) and set the fields directly.
-    if not hasattr(ctx, "bot_score"):
-        return  # the model still carries the UA verdict alone
     reason = f"ua_{ctx.ua.bot_reason}" if ctx.ua.bot_reason else "ua_bot"
-    # setattr, not assignment: the fields are not in the committed model yet.
-    setattr(ctx, "bot", ctx.ua.is_bot)  # noqa: B010
-    setattr(ctx, "bot_score", 100 if ctx.ua.is_bot else 0)  # noqa: B010
-    setattr(ctx, "bot_reasons", (reason,) if ctx.ua.is_bot else ())  # noqa: B010
+    ctx.bot = ctx.ua.is_bot
+    ctx.bot_score = 100 if ctx.ua.is_bot else 0
+    ctx.bot_reasons = (reason,) if ctx.ua.is_bot else ()
 
 
 # -- the parts of one event -------------------------------------------------

@@ -35,6 +35,10 @@ class Settings:
     collect_path: str = "/e"
     # The optional drop-in pixel shims (fbq, gtag, ttq, ...); empty: not served.
     shims_path: str = "/assets/s.js"
+    # The server events API for back ends, CRMs and apps; keys in api_keys.
+    api_path: str = "/api/events"
+    # "source:key,source2:key2" (keys of 16+ characters); empty: API off.
+    api_keys: str = ""
     # GA4's collection protocol (gtag.js with server_container_url or
     # transport_url pointed at tagrelay); empty turns it off.
     ga4_path: str = "/g/collect"
@@ -106,15 +110,18 @@ class Settings:
         return settings
 
     def check(self) -> None:
-        for name in ("script_path", "collect_path", "ga4_path", "shims_path"):
+        for name in ("script_path", "collect_path", "ga4_path", "shims_path", "api_path"):
             value = getattr(self, name)
-            if name in ("ga4_path", "shims_path") and not value:
+            if name in ("ga4_path", "shims_path", "api_path") and not value:
                 continue
             if not value.startswith("/") or "?" in value or "#" in value:
                 raise SettingsError(f"{name} {value!r}: must be a path starting with '/', without query")
-        paths = [p for p in (self.script_path, self.collect_path, self.ga4_path, self.shims_path) if p]
+        paths = [p for p in (self.script_path, self.collect_path, self.ga4_path, self.shims_path, self.api_path) if p]
         if len(set(paths)) != len(paths):
-            raise SettingsError("script_path, collect_path, ga4_path and shims_path must differ")
+            raise SettingsError("script_path, collect_path, ga4_path, shims_path and api_path must differ")
+        from .events_api import parse_api_keys
+
+        parse_api_keys(self.api_keys)  # raises SettingsError naming the problem, never the key
         if not 0 < self.port < 65536:
             raise SettingsError(f"port {self.port}: must be 1-65535")
         if self.client_ip_header not in ("x-forwarded-for", "forwarded", "cf-connecting-ip", "auto"):
