@@ -104,6 +104,8 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         settings.outbox_file,
         max_rows=settings.outbox_max_rows,
         ledger_retention_secs=settings.ledger_retention_secs,
+        # A send cannot outlive its timeout; past this a lease is a dead worker's.
+        lease_secs=2 * settings.delivery_timeout_secs + 5,
     )
     await outbox.open()
     delivery = Delivery(

@@ -177,8 +177,11 @@ def _run_worker(settings: Settings, announce: bool = True, reuse_port: bool = Fa
     if settings.demo:
         banner += f"\ndemo shop: {base}/"
     try:
+        from .pii import AccessLogger
+
         web.run_app(
             app,
+            access_log_class=AccessLogger,  # no query strings or raw referrers in the access log
             host=settings.host,
             port=settings.port,
             reuse_port=reuse_port or None,

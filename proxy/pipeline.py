@@ -6,6 +6,7 @@ so what ``try`` prints is what the service would send.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,7 @@ import orjson
 from .delivery import LedgerRow, QueuedRow
 from .mapping import MappingError
 from .model import Event, event_view
+from .pii import scrub_params, scrub_text, strip_url, truncate_ip
 from .rules import Destination, Route, RuleSet, Skip
 from .vendors.base import RenderError
 
@@ -32,13 +34,18 @@ class Planned:
 
 
 def route(rules: RuleSet, event: Event) -> tuple[list[Planned], list[Skip]]:
-    """Which destinations get ``event``, with the payload each would get."""
+    """Which destinations get ``event``, with the payload each would get.
+
+    PII a page left in its URLs, title or custom parameters is removed first
+    (:mod:`proxy.pii`), so no destination, file or log sees it.
+    """
+    scrub_event(event)
     view = event_view(event)
     sends, skips = rules.plan(event, view)
     planned = []
     for dest, r in sends:
         try:
-            payload = dest.adapter.render(event)
+            payload = dest.adapter.render(_with_ip_mode(event, dest.ip))
             r.mapping.apply(payload, view)
         except RenderError as exc:
             planned.append(Planned(dest, r, None, f"not expressible for {dest.type}: {exc}"))
@@ -48,6 +55,21 @@ def route(rules: RuleSet, event: Event) -> tuple[list[Planned], list[Skip]]:
             continue
         planned.append(Planned(dest, r, payload))
     return planned, skips
+
+
+def scrub_event(event: Event) -> None:
+    """Strip PII from the page URL, referrer and title and from custom params (in place)."""
+    page = event.page
+    page.url, page.referrer, page.title = strip_url(page.url), strip_url(page.referrer), scrub_text(page.title)
+    event.params = scrub_params(event.params)
+
+
+def _with_ip_mode(event: Event, mode: str) -> Event:
+    """The event as a destination with ``ip = "truncated"`` or ``"none"`` may see it."""
+    if mode == "full" or not event.context.ip:
+        return event
+    ip = truncate_ip(event.context.ip, mode) or ""
+    return dataclasses.replace(event, context=dataclasses.replace(event.context, ip=ip))
 
 
 def plan_rows(rules: RuleSet, events: list[Event], now: float) -> tuple[list[QueuedRow], list[LedgerRow]]:

@@ -560,7 +560,10 @@ def google_user_data(user: UserData, default_region: str | None) -> dict[str, An
     email = _google_hash(user.email, _google_email)
     if email:
         out["sha256_email_address"] = [email]
-    phone = _google_hash(user.phone, lambda v: _google_phone(v, default_region))
+    # "00" + country code is read as "+" here too, as for TikTok and Snap: in
+    # most regions 00 is the international prefix, and a number written so
+    # must not hash as another (or no) number where it is not.
+    phone = _google_hash(user.phone, lambda v: _google_phone(_zeros_to_plus(v), default_region))
     if phone:
         out["sha256_phone_number"] = [phone]
     # TODO(model): add sha256_street, city, region, postal_code and country

@@ -87,6 +87,7 @@ class Destination:
     consent: tuple[str, ...]
     file: str
     tcf_vendor: int | None = None  # IAB TCF vendor ID whose consent is also needed
+    ip: str = "full"  # the client IP this destination gets: full, truncated (/24, /48) or none
 
 
 @dataclass(slots=True)
@@ -275,7 +276,7 @@ def _destination(
     unset: list[str] = []
     unset_keys: list[str] = []
     for key, value in body.items():
-        if key in ("type", "optional", "consent", "tcf_vendor"):
+        if key in ("type", "optional", "consent", "tcf_vendor", "ip"):
             continue
         if key in cls.secret_keys and isinstance(value, str) and value and not _ENV_REF.fullmatch(value):
             errs.append(f"{key}: secrets are never written in rule files; use \"${{ENV_NAME}}\"")
@@ -295,6 +296,9 @@ def _destination(
     tcf_vendor = body.get("tcf_vendor")
     if tcf_vendor is not None and (not isinstance(tcf_vendor, int) or isinstance(tcf_vendor, bool) or tcf_vendor < 1):
         errs.append("tcf_vendor: must be the vendor's IAB Global Vendor List ID (a whole number, e.g. 755 for Google)")
+    ip_mode = body.get("ip", "full")
+    if ip_mode not in ("full", "truncated", "none"):
+        errs.append(f"ip: {ip_mode!r} must be \"full\", \"truncated\" (/24 for IPv4, /48 for IPv6) or \"none\"")
     if errs:
         return None, "", errs
     try:
@@ -305,7 +309,7 @@ def _destination(
         from_env = [v for v in _env_values(body, env) if len(v) >= 4]
         return None, "", [_scrub(f"{k}: {m}", from_env) for k, m in exc.problems]
     adapter.env_values = tuple(v for v in _env_values(body, env) if len(v) >= 4)
-    return Destination(name, kind, adapter, tuple(consent), label, tcf_vendor), "", []
+    return Destination(name, kind, adapter, tuple(consent), label, tcf_vendor, str(ip_mode)), "", []
 
 
 def _env_values(value: Any, env: TMapping[str, str]) -> list[str]:

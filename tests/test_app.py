@@ -219,3 +219,17 @@ async def test_without_consent_no_cookie_is_set_or_read(client, tmp_path):
     await client.app[DELIVERY].wait_idle(5)
     ids = lines(tmp_path)[0]["context"]["ids"]
     assert set(ids) == {"ga_client_id"} and lines(tmp_path)[0]["context"]["consent"]["ads"] is False
+
+
+async def test_a_destination_can_get_a_truncated_ip(aiohttp_client, tmp_path):
+    """ip = "truncated" gives that destination the /24 of the client's address."""
+    d = tmp_path / "rules"
+    d.mkdir()
+    (d / "10.toml").write_text(
+        f'[destinations.log]\ntype = "file"\nip = "truncated"\npath = "{tmp_path}/events.jsonl"\n[[routes]]\nto = ["log"]\n'
+    )
+    settings = Settings.from_env({}, rules_dir=d, data_dir=tmp_path, trusted_proxies=["127.0.0.1/32"])
+    client = await aiohttp_client(make_app(settings, load_rules(d, env={})))
+    await client.post("/e", data=orjson.dumps(HIT), headers={"X-Forwarded-For": "81.2.69.160"})
+    await client.app[DELIVERY].wait_idle(5)
+    assert lines(tmp_path)[0]["context"]["ip"] == "81.2.69.0"

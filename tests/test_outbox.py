@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 
 import pytest
 
@@ -132,3 +133,22 @@ async def test_unwritable_location_is_a_clear_error(tmp_path):
     box = Outbox(blocker / "o.sqlite3")
     with pytest.raises(Exception, match="cannot open"):
         await box.open()
+
+
+async def test_rows_leased_by_a_dead_process_are_released_at_open(tmp_path):
+    """A restart gives back at once the rows a killed process had leased."""
+    box = Outbox(tmp_path / "o.sqlite3", lease_secs=3600)
+    await box.open()
+    await box.put([q(1)])
+    import time as _time
+
+    assert len(await box.claim("meta", 10, now=_time.time())) == 1
+    await box.close()
+    db = sqlite3.connect(tmp_path / "o.sqlite3")
+    db.execute("UPDATE outbox SET leased_by = 999999999")  # a process that does not exist
+    db.commit()
+    db.close()
+    again = Outbox(tmp_path / "o.sqlite3", lease_secs=3600)
+    await again.open()
+    assert [r.event_id for r in await again.claim("meta", 10, now=_time.time())] == ["e1"]
+    await again.close()

@@ -31,8 +31,10 @@ from urllib.parse import quote
 import orjson
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from proxy.app import DELIVERY, make_app
+from proxy.pii import AccessLogger
 from proxy.rules import load_rules
 from proxy.settings import Settings
 from tests.standins import STANDIN, StandIn
@@ -228,12 +230,11 @@ async def session(aiohttp_client, aiohttp_server, tmp_path, caplog) -> AsyncIter
     rules = _rules(tmp_path, *(s.port for s in servers))
     settings = Settings(rules_dir=rules, data_dir=tmp_path / "data")
     env = {"LEAK_META_TOKEN": "leak-meta-token", "LEAK_GA4_SECRET": "leak-ga4-secret"}
-    # Started as `tagrelay serve` starts it today: aiohttp's default access log.
-    # TODO(issue 4): once serve passes access_log_class=proxy.pii.AccessLogger to
-    # run_app, do the same here: server = TestServer(app); await
-    # server.start_server(access_log_class=AccessLogger); aiohttp_client(server)
+    # Started as `tagrelay serve` starts it: with tagrelay's access logger
     # (TestServer ignores runner options given to its constructor).
-    client = await aiohttp_client(make_app(settings, load_rules(rules, env=env)))
+    server = TestServer(make_app(settings, load_rules(rules, env=env)))
+    await server.start_server(access_log_class=AccessLogger)
+    client = await aiohttp_client(server)
     browser = {
         "User-Agent": UA,
         "Referer": PAGE_URL,
@@ -332,8 +333,6 @@ async def session(aiohttp_client, aiohttp_server, tmp_path, caplog) -> AsyncIter
         log_file.close()
 
 
-WIRING = "needs proxy.pii wired into collect"
-ACCESS_LOG = "needs proxy.pii.AccessLogger in tagrelay serve: aiohttp's access log writes the query and Referer"
 PLACES = [
     "log lines",
     "outbox, dead letter and ledger rows",
@@ -342,31 +341,13 @@ PLACES = [
 ]
 
 
-def _xfail(*reasons: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(strict=True, reason="; ".join(reasons))
-
-
-@pytest.mark.parametrize(
-    "place",
-    [
-        pytest.param(p, marks=_xfail(ACCESS_LOG)) if p == "log lines" else p
-        for p in PLACES
-    ],
-)
+@pytest.mark.parametrize("place", PLACES)
 async def test_user_data_is_found_nowhere_raw(session, place):
     """Email, phone and names sent as user data appear in no place, in no case or encoding."""
     assert found(USER, session.places[place]) == []
 
 
-@pytest.mark.parametrize(
-    "place",
-    [
-        pytest.param(
-            p, marks=_xfail(WIRING, ACCESS_LOG) if p == "log lines" else _xfail(WIRING)
-        )
-        for p in PLACES
-    ],
-)
+@pytest.mark.parametrize("place", PLACES)
 async def test_pii_in_urls_titles_and_params_is_found_nowhere_raw(session, place):
     """Email, phone and names a page put in its URL, referrer, title or params appear in no place."""
     assert found(PAGE, session.places[place]) == []

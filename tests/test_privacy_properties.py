@@ -21,7 +21,7 @@ from datetime import date
 
 import phonenumbers
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from phonenumbers import PhoneNumberFormat, PhoneNumberType
 
@@ -42,7 +42,15 @@ from proxy.privacy import (
 # Derandomised so that CI runs the same examples every time; no deadline,
 # because these tests state behaviour, not speed; no example database kept
 # in the working tree.
-PROPERTY = settings(derandomize=True, deadline=None, database=None, max_examples=150)
+# Samples are generic text for every field, so assume() filters many out for
+# strict fields such as emails; that is by design, not slowness.
+PROPERTY = settings(
+    derandomize=True,
+    deadline=None,
+    database=None,
+    max_examples=150,
+    suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow],
+)
 
 TODAY = date(2026, 6, 1)  # fixes the birth-date year bound
 HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -385,17 +393,7 @@ def test_every_form_of_a_number_hashes_alike(build, region_number):
 @pytest.mark.parametrize(
     "build",
     [
-        pytest.param(
-            _google_phone,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason=(
-                    "proxy.privacy: Google's phone rule reads a leading 00 as '+' only where the region's "
-                    "international prefix is 00 (TikTok and Snap always do): in ID it hashes another "
-                    "number, in US none"
-                ),
-            ),
-        ),
+        _google_phone,
         _tiktok_phone,
         _snap_phone,
     ],

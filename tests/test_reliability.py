@@ -504,11 +504,6 @@ async def test_kill_9_under_load_loses_no_accepted_event(aiohttp_server, tmp_pat
     assert meta[STANDIN].problems == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Outbox lease_secs is fixed at 120 s (Outbox() default; app._lifecycle does not pass one and no "
-    "setting exists), so rows a kill -9'd process had leased wait 120 s after a restart before anyone sends them",
-)
 async def test_kill_9_outbox_drains_soon_after_restart(aiohttp_server, tmp_path):
     """Rows the killed process had in flight are sent within 20 s of the restart, so the stand-in gets every accepted event."""
     _meta, hook, rules = await standins(aiohttp_server, hook_delay_secs=0.3)

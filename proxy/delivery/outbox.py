@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import os
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -63,6 +64,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     attempts INTEGER NOT NULL DEFAULT 0,
     not_before REAL NOT NULL DEFAULT 0,
     leased_until REAL NOT NULL DEFAULT 0,
+    leased_by INTEGER NOT NULL DEFAULT 0,
     created REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS outbox_ready ON outbox (destination, not_before, id);
@@ -152,6 +154,21 @@ class OutboxEngine(Protocol):
     async def claim(self, destination: str, limit: int, now: float) -> list[Row]: ...
     async def ack(self, rows: Sequence[Row], ledger: Sequence[LedgerRow]) -> None: ...
     async def retry(self, rows: Sequence[Row], not_before: float, ledger: Sequence[LedgerRow]) -> None: ...
+    async def release_mine(self) -> int:
+        """Give back every row this process still holds (at a graceful stop)."""
+        result: int = await self._run(self._release_mine)
+        return result
+
+    def _release_mine(self) -> int:
+        try:
+            cur = self._conn().execute(
+                "UPDATE outbox SET leased_until = 0, leased_by = 0 WHERE leased_by = ?", (os.getpid(),)
+            )
+        except sqlite3.Error as exc:
+            log.error("outbox %s: cannot release this process's rows: %s", self.path, exc)
+            return 0
+        return cur.rowcount
+
     async def bury(self, rows: Sequence[Row], reason: str, answer: str, ledger: Sequence[LedgerRow]) -> None: ...
 
 
@@ -194,6 +211,23 @@ class Outbox:
             raise OutboxError(f"outbox {str(self.path)!r}: cannot open: {exc}") from None
         self._db = db
         self._rows_estimate = db.execute("SELECT count(*) FROM outbox").fetchone()[0]
+        self._release_orphans(db)
+
+    def _release_orphans(self, db: sqlite3.Connection) -> None:
+        """Give back rows leased by processes that no longer exist (killed mid-send).
+
+        The outbox is one machine's file, so a lease's process ID says whether
+        its owner still lives; without this, such rows would wait for their
+        lease to run out.
+        """
+        now = time.time()
+        owners = [r[0] for r in db.execute(
+            "SELECT DISTINCT leased_by FROM outbox WHERE leased_until > ? AND leased_by != 0", (now,)
+        )]
+        dead = [pid for pid in owners if not _alive(pid)]
+        if dead:
+            db.executemany("UPDATE outbox SET leased_until = 0, leased_by = 0 WHERE leased_by = ?", [(p,) for p in dead])
+            log.info("outbox %s: released rows left leased by %d stopped process(es)", self.path, len(dead))
 
     async def close(self) -> None:
         while self._flushing or self._pending:
@@ -285,11 +319,11 @@ class Outbox:
         db = self._conn()
         try:
             cur = db.execute(
-                "UPDATE outbox SET leased_until = ? WHERE id IN ("
+                "UPDATE outbox SET leased_until = ?, leased_by = ? WHERE id IN ("
                 " SELECT id FROM outbox WHERE destination = ? AND not_before <= ? AND leased_until <= ?"
                 " ORDER BY id LIMIT ?)"
                 " RETURNING id, destination, event_id, event_time, batch_key, payload, attempts, created",
-                (now + self.lease_secs, destination, now, now, limit),
+                (now + self.lease_secs, os.getpid(), destination, now, now, limit),
             )
             found = cur.fetchall()
         except sqlite3.Error as exc:
@@ -331,6 +365,21 @@ class Outbox:
             self._write,
             lambda db: db.executemany("UPDATE outbox SET leased_until = 0 WHERE id = ?", [(r.id,) for r in rows]),
         )
+
+    async def release_mine(self) -> int:
+        """Give back every row this process still holds (at a graceful stop)."""
+        result: int = await self._run(self._release_mine)
+        return result
+
+    def _release_mine(self) -> int:
+        try:
+            cur = self._conn().execute(
+                "UPDATE outbox SET leased_until = 0, leased_by = 0 WHERE leased_by = ?", (os.getpid(),)
+            )
+        except sqlite3.Error as exc:
+            log.error("outbox %s: cannot release this process's rows: %s", self.path, exc)
+            return 0
+        return cur.rowcount
 
     async def bury(self, rows: Sequence[Row], reason: str, answer: str, ledger: Sequence[LedgerRow] = ()) -> None:
         """Move rows to the dead letters with the vendor's answer."""
@@ -447,6 +496,16 @@ class Outbox:
 
 def _json(payload: dict[str, Any] | bytes) -> bytes:
     return payload if isinstance(payload, bytes) else orjson.dumps(payload)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
 
 
 def _insert_ledger(db: sqlite3.Connection, ledger: Sequence[LedgerRow]) -> None:

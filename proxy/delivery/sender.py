@@ -162,6 +162,9 @@ class Delivery:
         )
         if self._session is not None:
             await self._session.close()
+        # Rows claimed but not yet sent when the lanes stopped go back now,
+        # not when their lease runs out.
+        await self.outbox.release_mine()
         depth = await self.outbox.depth()
         left = sum(n for n, _ in depth.values())
         if left:
@@ -306,7 +309,9 @@ class Delivery:
         if outcome.verdict is not Verdict.OK:
             text = answer.body[:_LOG_ANSWER_CHARS].decode("utf-8", "replace")
             for secret in request.secrets:
-                if secret:
+                # Only secrets long enough to be themselves: replacing a short
+                # one everywhere would garble the answer (and tokens are long).
+                if len(secret) >= 8:
                     text = text.replace(secret, "***")
         return outcome, text
 
