@@ -67,7 +67,10 @@ CREATE TABLE IF NOT EXISTS outbox (
     leased_by INTEGER NOT NULL DEFAULT 0,
     created REAL NOT NULL
 );
-CREATE INDEX IF NOT EXISTS outbox_ready ON outbox (destination, not_before, id);
+-- In id order per destination, so a claim reads the oldest rows and stops
+-- at its limit (an index led by not_before made SQLite sort every claim).
+CREATE INDEX IF NOT EXISTS outbox_by_destination ON outbox (destination, id);
+DROP INDEX IF EXISTS outbox_ready;
 CREATE TABLE IF NOT EXISTS dead (
     id INTEGER PRIMARY KEY,
     destination TEXT NOT NULL,
@@ -340,7 +343,8 @@ class Outbox:
 
     def _ack(self, ids: list[int], ledger: list[LedgerRow]) -> None:
         def work(db: sqlite3.Connection) -> None:
-            db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+            for chunk in _id_chunks(ids):
+                db.execute(f"DELETE FROM outbox WHERE id IN ({','.join('?' * len(chunk))})", chunk)
             _insert_ledger(db, ledger)
 
         self._write(work)
@@ -496,6 +500,11 @@ class Outbox:
 
 def _json(payload: dict[str, Any] | bytes) -> bytes:
     return payload if isinstance(payload, bytes) else orjson.dumps(payload)
+
+
+def _id_chunks(ids: list[int], size: int = 500) -> list[list[int]]:
+    """Row IDs in groups that fit one statement's parameters."""
+    return [ids[i : i + size] for i in range(0, len(ids), size)]
 
 
 def _alive(pid: int) -> bool:

@@ -33,6 +33,7 @@ __all__ = ["Breaker", "Delivery"]
 log = logging.getLogger("proxy.delivery")
 
 _MAX_ANSWER_BYTES = 64 * 1024
+_LINGER_SECS = 0.05
 _LOG_ANSWER_CHARS = 300
 @dataclass(slots=True)
 class Breaker:
@@ -189,6 +190,11 @@ class Delivery:
             if not rows:
                 await self._nap(lane, self._poll)
                 continue
+            if len(rows) < want:
+                # A partial claim means the lane has caught up: let the next
+                # events gather for a moment, so that under load each claim,
+                # request and acknowledgement carries many events, not one.
+                await asyncio.sleep(_LINGER_SECS)
             try:
                 chunks = _plan(rows, adapter)
             except Exception:  # an adapter bug must not stop the lane
