@@ -324,11 +324,11 @@ async def _accept(
         gdpr_applies=hit.gdpr,
         gpc=gpc_from_headers(request.headers),
     )
+    ctx.screen = hit.screen
+    ctx.language = hit.language or request.headers.get("Accept-Language", "").split(",")[0].strip()[:35]
     consent = resolve_consent(signals, ctx.geo.country if ctx.geo else None, request.app[CONSENT_POLICY])
     ctx.consent, ctx.consent_state = consent.as_dict(), consent
     cookies = enricher.identify(ctx, request.cookies, request.host, storage=consent.storage)
-    ctx.screen = hit.screen
-    ctx.language = hit.language or request.headers.get("Accept-Language", "").split(",")[0].strip()[:35]
     if ids:
         ctx.ids.update(ids)
     events = _events(hit, ctx, user_id)

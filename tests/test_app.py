@@ -233,3 +233,12 @@ async def test_a_destination_can_get_a_truncated_ip(aiohttp_client, tmp_path):
     await client.post("/e", data=orjson.dumps(HIT), headers={"X-Forwarded-For": "81.2.69.160"})
     await client.app[DELIVERY].wait_idle(5)
     assert lines(tmp_path)[0]["context"]["ip"] == "81.2.69.0"
+
+
+async def test_racing_first_hits_of_one_browser_get_one_visitor_id(client, tmp_path):
+    """Two cookie-less hits sent at once by the same browser are one visitor, with one _fbp and _ga."""
+    first, second = await asyncio.gather(
+        client.post("/e", data=orjson.dumps(HIT)), client.post("/e", data=orjson.dumps(HIT))
+    )
+    for name in ("trid", "_fbp", "_ga"):
+        assert first.cookies[name].value == second.cookies[name].value, name

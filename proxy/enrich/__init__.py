@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections import OrderedDict
 import time
 from typing import Mapping
 
@@ -29,6 +30,9 @@ __all__ = ["Enricher", "CookieSpec"]
 
 log = logging.getLogger("proxy.enrich")
 
+_FIRST_VISIT_SECS = 10.0
+_FIRST_VISIT_MAX = 50_000
+
 
 class Enricher:
     """Holds what enrichment opens once (UA parser and cache, geo database)."""
@@ -39,6 +43,14 @@ class Enricher:
         self.geo = GeoReader(settings.geo_db) if settings.geo_db else None
         self.asn = ASNReader(settings.asn_db) if settings.asn_db else None
         self._warned_untrusted = False
+        # Single flight for first visits: the cookie values minted for a
+        # browser without cookies, by (ip, user agent, language), for a few
+        # seconds, so that hits racing before the first answer set the cookies
+        # get the same IDs rather than one visitor each.
+        # TODO(single flight across workers): with --workers N two racing
+        # connections may reach different processes; a shared store (the
+        # outbox database) would close that gap.
+        self._first_visits: OrderedDict[tuple[str, str, str], tuple[float, dict[str, str]]] = OrderedDict()
 
     def close(self) -> None:
         if self.geo is not None:
@@ -100,6 +112,13 @@ class Enricher:
             ctx.ids = {"ga_client_id": f"{secrets.randbelow(2**31)}.{int(now)}"}
             return []
         s = self.settings
+        first_visit = s.visitor_cookie not in cookies
+        key = (ctx.ip, ctx.user_agent, ctx.language)
+        seen = self._first_visits.get(key) if first_visit else None
+        fresh = seen is not None and seen[0] > now
+        if fresh:
+            assert seen is not None
+            cookies = {**seen[1], **cookies}
         ctx.ids, out = resolve_ids(
             cookies,
             host,
@@ -108,4 +127,12 @@ class Enricher:
             configured_domain=s.cookie_domain,
             visitor_cookie=s.visitor_cookie,
         )
+        if first_visit and not fresh:
+            self._first_visits.pop(key, None)
+            self._first_visits[key] = (now + _FIRST_VISIT_SECS, {c.name: c.value for c in out})
+            # Entries go in time order: drop the expired ones at the front.
+            while self._first_visits and (
+                len(self._first_visits) > _FIRST_VISIT_MAX or next(iter(self._first_visits.values()))[0] <= now
+            ):
+                self._first_visits.popitem(last=False)
         return out
