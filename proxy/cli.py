@@ -50,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("check", help="validate rule files and print the route table")
     c.add_argument("rules", type=Path, nargs="?", default=Path("rules"), help="directory of rule files")
+    c.add_argument("--site", help="the site's host (www.shop.example.com); with --collector, checks Safari's cookie cap")
+    c.add_argument("--collector", help="the host the collector is served from (t.shop.example.com)")
     c.set_defaults(run=_check)
 
     t = sub.add_parser("try", help="print the exact requests an event would cause, without sending")
@@ -336,6 +338,10 @@ def _check(args: argparse.Namespace) -> int:
     rules = _load(args.rules)
     if rules is None:
         return EXIT_PROBLEM
+    site = args.site or os.environ.get("TAGRELAY_SITE_HOST", "")
+    collector = args.collector or os.environ.get("TAGRELAY_COLLECTOR_HOST", "")
+    if site and collector and not _check_safari(collector, site):
+        return EXIT_PROBLEM
     print(
         f"{args.rules}: {len(rules.destinations)} destination(s) enabled, {len(rules.disabled)} disabled,"
         f" {len(rules.routes)} route(s)"
@@ -350,6 +356,22 @@ def _check(args: argparse.Namespace) -> int:
     for row in rows:
         print(f"  {row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]}")
     return EXIT_OK
+
+
+def _check_safari(collector: str, site: str) -> bool:
+    """Warn when Safari would cap the collector's server-set cookies; False on a bad host name."""
+    from . import safari
+
+    try:
+        warning = safari.collector_cap_warning(collector, site, safari.system_resolver)
+    except ValueError as exc:
+        print(f"tagrelay: {exc}", file=sys.stderr)
+        return False
+    if warning:
+        print(f"warning: Safari: {warning}", file=sys.stderr)
+    else:
+        print(f"Safari: cookies set by {collector} keep their full lifetime on {site}")
+    return True
 
 
 def _try(args: argparse.Namespace) -> int:

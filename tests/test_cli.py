@@ -58,3 +58,39 @@ def test_try_refuses_a_malformed_event_file(tmp_path):
     bad.write_text('{"name": "purchase", "context": {"consent": [1]}}')
     run = tagrelay("try", "rules", str(bad))
     assert run.returncode == 2 and "Traceback" not in run.stderr and "context.consent" in run.stderr
+
+
+def _fake_dns(table):
+    from proxy import safari
+
+    def resolve(host: str) -> safari.Resolution:
+        cnames, addresses = table[host]
+        return safari.Resolution(tuple(cnames), tuple(addresses))
+
+    return resolve
+
+
+def test_check_warns_when_a_cname_collector_falls_under_safaris_cap(monkeypatch, capsys):
+    """A collector CNAMEd to another organisation gets a warning saying what to do instead."""
+    from proxy import cli, safari
+
+    monkeypatch.setattr(safari, "system_resolver", _fake_dns({
+        "t.shop.example.com": (["shop.tagvendor.example"], ["198.51.100.20"]),
+        "www.shop.example.com": ([], ["203.0.113.10"]),
+    }))
+    code = cli.main(["check", str(ROOT / "rules"), "--site", "www.shop.example.com", "--collector", "t.shop.example.com"])
+    err = capsys.readouterr().err
+    assert code == 0 and "warning: Safari:" in err and "7 days" in err and "path of the site" in err
+
+
+def test_check_is_quiet_for_an_a_record_in_the_sites_range(monkeypatch, capsys):
+    """A collector on an A record in the site's /16 gets no Safari warning."""
+    from proxy import cli, safari
+
+    monkeypatch.setattr(safari, "system_resolver", _fake_dns({
+        "t.shop.example.com": ([], ["203.0.7.20"]),
+        "www.shop.example.com": ([], ["203.0.113.10"]),
+    }))
+    code = cli.main(["check", str(ROOT / "rules"), "--site", "www.shop.example.com", "--collector", "t.shop.example.com"])
+    out = capsys.readouterr()
+    assert code == 0 and "Safari:" not in out.err and "keep their full lifetime" in out.out
