@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--rules", type=Path, help="directory of rule files (default ./rules)")
     s.add_argument("--demo", action="store_true", default=None, help="also serve the demo shop page at /")
     s.add_argument(
-        "--workers", type=int, help="processes sharing the port (default 1; 0 = one per CPU)"
+        "--workers", type=int, help="processes sharing the port (default: one per CPU)"
     )
     s.set_defaults(run=_serve)
 

@@ -84,7 +84,7 @@ class Settings:
     retry_max_attempts: int = 30
     retry_cap_secs: float = 600.0
     # Processes sharing the port (SO_REUSEPORT); 0 means one per CPU.
-    workers: int = 1
+    workers: int = 0
 
     @property
     def outbox_file(self) -> Path:
