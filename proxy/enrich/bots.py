@@ -53,20 +53,16 @@ DB-IP ASN Lite) database, opened once with the C extension like
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Self
-
-import maxminddb
+from typing import Any
 
 from proxy.model import UAInfo
 from proxy.settings import SettingsError
 
-from .client_ip import normalize_ip
+from .geo import MaxMindReader
 
 __all__ = [
     "BOT_THRESHOLD",
@@ -252,90 +248,27 @@ class ASNRecord:
 _ASN_DB = re.compile(r"ASN|ISP", re.IGNORECASE)
 
 
-class ASNReader:
-    """One MaxMind DB file with ASN records, opened once with the C extension.
+class ASNReader(MaxMindReader):
+    """A MaxMind DB file with ASN records (GeoLite2-ASN, GeoIP2-ISP, DB-IP ASN Lite).
 
     Raises :class:`ASNDatabaseError` if the file is missing, is not a MaxMind
     DB, holds no ASN data (a City or Country database), or if the
     ``maxminddb`` C extension is not installed.
     """
 
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        shown = repr(str(self.path))
-        try:
-            self._reader = maxminddb.open_database(
-                str(self.path), maxminddb.MODE_MMAP_EXT
-            )
-        except FileNotFoundError:
-            raise ASNDatabaseError(f"asn_db {shown}: no such file") from None
-        except maxminddb.InvalidDatabaseError:
-            raise ASNDatabaseError(
-                f"asn_db {shown}: not a MaxMind DB file "
-                "(expected GeoLite2-ASN, GeoIP2-ISP or DB-IP ASN Lite .mmdb)"
-            ) from None
-        except ValueError as exc:
-            # MODE_MMAP_EXT without the C extension; the pure-Python reader
-            # is an order of magnitude slower per lookup.
-            raise ASNDatabaseError(
-                f"asn_db {shown}: the maxminddb C extension is not available ({exc}); "
-                "install a maxminddb wheel built for this platform"
-            ) from None
-        except OSError as exc:
-            raise ASNDatabaseError(
-                f"asn_db {shown}: cannot be read: {exc.strerror}"
-            ) from None
+    setting = "asn_db"
+    kind = "ASN"
+    error = ASNDatabaseError
+    expected = "GeoLite2-ASN, GeoIP2-ISP or DB-IP ASN Lite"
 
-        self.database_type: str = self._reader.metadata().database_type
-        if not _ASN_DB.search(self.database_type):
-            self._reader.close()
-            raise ASNDatabaseError(
-                f"asn_db {shown}: database type {self.database_type!r} holds no ASN data; "
-                "use GeoLite2-ASN, GeoIP2-ISP or DB-IP ASN Lite"
-            )
-        self._closed = False
-        self._warned_corrupt = False
-        log.info("ASN database opened: %s (%s)", self.path, self.database_type)
+    def unsuitable(self, database_type: str) -> str:
+        if not _ASN_DB.search(database_type):
+            return "holds no ASN data; use GeoLite2-ASN, GeoIP2-ISP or DB-IP ASN Lite"
+        return ""
 
     def lookup(self, ip: str) -> ASNRecord | None:
-        """The AS ``ip`` belongs to, or None when unknown.
-
-        None without touching the database for anything that is not a public
-        address or not an address at all; ``::ffff:a.b.c.d`` is looked up as
-        ``a.b.c.d``.
-        """
-        if self._closed:
-            raise RuntimeError(f"ASN database {str(self.path)!r} is closed")
-        normal = normalize_ip(ip) if isinstance(ip, str) else None
-        if normal is None or not ipaddress.ip_address(normal).is_global:
-            return None
-
-        try:
-            record = self._reader.get(normal)
-        except ValueError:
-            # An IPv6 address in an IPv4-only database.
-            return None
-        except maxminddb.InvalidDatabaseError:
-            if not self._warned_corrupt:
-                self._warned_corrupt = True
-                log.error(
-                    "ASN database %s is corrupt; lookups give None until replaced",
-                    self.path,
-                )
-            return None
-        return asn_from_record(record)
-
-    def close(self) -> None:
-        """Unmap the file. Lookups after this raise RuntimeError."""
-        if not self._closed:
-            self._closed = True
-            self._reader.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+        """The AS ``ip`` belongs to, or None when unknown (see :meth:`MaxMindReader.record`)."""
+        return asn_from_record(self.record(ip))
 
 
 def asn_from_record(record: Any) -> ASNRecord | None:

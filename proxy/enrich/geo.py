@@ -38,7 +38,7 @@ import logging
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import maxminddb
 
@@ -62,53 +62,54 @@ class GeoDatabaseError(SettingsError):
     """The configured geo database cannot be used; the message says which and why."""
 
 
-class GeoReader:
+class MaxMindReader:
     """One MaxMind DB file, opened once with the C extension (memory-mapped).
 
-    Raises :class:`GeoDatabaseError` if the file is missing, is not a MaxMind
-    DB, holds no location data (an ASN or anonymous-IP database), or if the
-    ``maxminddb`` C extension is not installed.
+    The shared part of :class:`GeoReader` and :class:`proxy.enrich.bots.ASNReader`:
+    subclasses say which setting names the file, which error to raise, which
+    database types they take, and how to read one record.
     """
+
+    setting = "geo_db"
+    kind = "geo"
+    error: type[SettingsError] = SettingsError
+    expected = "a MaxMind DB"
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        shown = f"{self.setting} {str(self.path)!r}"
         try:
-            self._reader = maxminddb.open_database(
-                str(self.path), maxminddb.MODE_MMAP_EXT
-            )
+            self._reader = maxminddb.open_database(str(self.path), maxminddb.MODE_MMAP_EXT)
         except FileNotFoundError:
-            raise GeoDatabaseError(f"geo_db {str(self.path)!r}: no such file") from None
+            raise self.error(f"{shown}: no such file") from None
         except maxminddb.InvalidDatabaseError:
-            raise GeoDatabaseError(
-                f"geo_db {str(self.path)!r}: not a MaxMind DB file "
-                "(expected a GeoLite2/GeoIP2 City or Country or a DB-IP Lite .mmdb)"
-            ) from None
+            raise self.error(f"{shown}: not a MaxMind DB file (expected {self.expected} .mmdb)") from None
         except ValueError as exc:
             # open_database raises ValueError when MODE_MMAP_EXT is asked for
             # and the C extension did not import; the pure-Python reader is
             # an order of magnitude slower per lookup, so we refuse it.
-            raise GeoDatabaseError(
-                f"geo_db {str(self.path)!r}: the maxminddb C extension is not "
-                f"available ({exc}); install a maxminddb wheel built for this platform"
+            raise self.error(
+                f"{shown}: the maxminddb C extension is not available ({exc}); "
+                "install a maxminddb wheel built for this platform"
             ) from None
         except OSError as exc:
-            raise GeoDatabaseError(
-                f"geo_db {str(self.path)!r}: cannot be read: {exc.strerror}"
-            ) from None
+            raise self.error(f"{shown}: cannot be read: {exc.strerror}") from None
 
         self.database_type: str = self._reader.metadata().database_type
-        if _NOT_A_LOCATION_DB.search(self.database_type):
+        problem = self.unsuitable(self.database_type)
+        if problem:
             self._reader.close()
-            raise GeoDatabaseError(
-                f"geo_db {str(self.path)!r}: database type {self.database_type!r} "
-                "holds no location data; use a City or Country database"
-            )
+            raise self.error(f"{shown}: database type {self.database_type!r} {problem}")
         self._closed = False
         self._warned_corrupt = False
-        log.info("geo database opened: %s (%s)", self.path, self.database_type)
+        log.info("%s database opened: %s (%s)", self.kind, self.path, self.database_type)
 
-    def lookup(self, ip: str) -> Geo | None:
-        """Where ``ip`` is, or None when unknown.
+    def unsuitable(self, database_type: str) -> str:
+        """Why a database of this type cannot serve here, or ""."""
+        return ""
+
+    def record(self, ip: str) -> Any:
+        """The raw record for ``ip``, or None.
 
         None without touching the database for anything that is not a
         public address (private, loopback, link-local, CGNAT, documentation
@@ -116,25 +117,20 @@ class GeoReader:
         as ``a.b.c.d``.
         """
         if self._closed:
-            raise RuntimeError(f"geo database {str(self.path)!r} is closed")
+            raise RuntimeError(f"{self.kind} database {str(self.path)!r} is closed")
         normal = normalize_ip(ip) if isinstance(ip, str) else None
         if normal is None or not ipaddress.ip_address(normal).is_global:
             return None
-
         try:
-            record = self._reader.get(normal)
+            return self._reader.get(normal)
         except ValueError:
             # An IPv6 address in an IPv4-only database.
             return None
         except maxminddb.InvalidDatabaseError:
             if not self._warned_corrupt:
                 self._warned_corrupt = True
-                log.error(
-                    "geo database %s is corrupt; lookups give None until replaced",
-                    self.path,
-                )
+                log.error("%s database %s is corrupt; lookups give None until replaced", self.kind, self.path)
             return None
-        return geo_from_record(record)
 
     def close(self) -> None:
         """Unmap the file. Lookups after this raise RuntimeError."""
@@ -142,11 +138,32 @@ class GeoReader:
             self._closed = True
             self._reader.close()
 
-    def __enter__(self) -> GeoReader:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+class GeoReader(MaxMindReader):
+    """A City or Country database (GeoLite2, GeoIP2, DB-IP Lite).
+
+    Raises :class:`GeoDatabaseError` if the file is missing, is not a MaxMind
+    DB, holds no location data (an ASN or anonymous-IP database), or if the
+    ``maxminddb`` C extension is not installed.
+    """
+
+    error = GeoDatabaseError
+    expected = "a GeoLite2/GeoIP2 City or Country or a DB-IP Lite"
+
+    def unsuitable(self, database_type: str) -> str:
+        if _NOT_A_LOCATION_DB.search(database_type):
+            return "holds no location data; use a City or Country database"
+        return ""
+
+    def lookup(self, ip: str) -> Geo | None:
+        """Where ``ip`` is, or None when unknown."""
+        return geo_from_record(self.record(ip))
 
 
 def geo_from_record(record: Any) -> Geo | None:
