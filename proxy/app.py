@@ -116,6 +116,13 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         policy=RetryPolicy(cap_secs=settings.retry_cap_secs, max_attempts=settings.retry_max_attempts),
         metrics=app[METRICS],
     )
+    orphans = await outbox.bury_unknown(list(app[RULES].destinations))
+    for name, n in orphans.items():
+        log.warning(
+            "%d event(s) queued for destination %r, which the rules do not have (or have disabled), moved to the"
+            " dead letters; after restoring it: tagrelay replay --destination %s",
+            n, name, name,
+        )
     await delivery.start()
     app[DELIVERY] = delivery
     log.info(
@@ -230,15 +237,29 @@ async def _events_api(request: web.Request) -> web.Response:
     try:
         await request.app[DELIVERY].accept(rows, ledger)
     except OutboxError as exc:
-        log.error("server events refused: %s", exc)
-        metrics.events_rejected.labels("outbox_full" if isinstance(exc, OutboxFull) else "outbox_error").inc()
+        full = isinstance(exc, OutboxFull)
+        _log_refusal(exc)
+        metrics.events_rejected.labels("outbox_full" if full else "outbox_error").inc()
+        why = " (outbox full)" if full else ""
         return web.json_response(
-            {"error": "tagrelay cannot store events right now; try again later"},
+            {"error": f"tagrelay cannot store events right now{why}; try again later"},
             status=503,
-            headers={"Retry-After": "60"},
+            headers={**_NO_STORE, "Retry-After": "60"},
         )
     metrics.events_accepted.inc(len(events))
-    return web.json_response({"accepted": len(events), "queued": len(rows)})
+    return web.json_response({"accepted": len(events), "queued": len(rows)}, headers=_NO_STORE)
+
+
+_refusals = {"last": 0.0, "count": 0}
+
+
+def _log_refusal(exc: Exception) -> None:
+    """Events lost at the door need a human: ERROR, but once a minute with a count, not per hit."""
+    _refusals["count"] += 1
+    now = time.monotonic()
+    if now - _refusals["last"] >= 60:
+        log.error("refusing hits (%d in the last minute): %s", _refusals["count"], exc)
+        _refusals["last"], _refusals["count"] = now, 0
 
 
 def decide_consent(events: list[Event], policy: ConsentPolicy) -> None:
@@ -338,7 +359,7 @@ async def _accept(
         await request.app[DELIVERY].accept(rows, ledger)
     except OutboxError as exc:
         full = isinstance(exc, OutboxFull)
-        log.error("hit refused: %s", exc)
+        _log_refusal(exc)
         metrics.hits.labels("503").inc()
         metrics.events_rejected.labels("outbox_full" if full else "outbox_error").inc()
         why = " (outbox full)" if full else ""

@@ -61,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     im = sub.add_parser("import", help="queue offline conversions from a CSV file (header row) for delivery")
     im.add_argument("file", type=Path, help="the CSV file; see README for its columns")
     im.add_argument("--source", required=True, help="where these events come from (e.g. crm, store)")
-    im.add_argument("--rules", type=Path, default=Path("rules"), help="directory of rule files (default ./rules)")
+    im.add_argument("--rules", type=Path, help="directory of rule files (default: TAGRELAY_RULES_DIR or ./rules)")
     im.add_argument("--delimiter", help="the column separator (default: detected from the header)")
     im.set_defaults(run=_import)
 
@@ -166,7 +166,7 @@ def _run_worker(settings: Settings, announce: bool = True, reuse_port: bool = Fa
     from .telemetry import setup_logging
 
     setup_logging()
-    rules = _load(settings.rules_dir, quiet=not announce)
+    rules = _load(settings.rules_dir, quiet=True)  # serve printed the warnings already
     if rules is None:
         return EXIT_PROBLEM
     try:
@@ -220,11 +220,15 @@ def _import(args: argparse.Namespace) -> int:
     from .importer import ImportFileError, read_conversions_csv
     from .pipeline import plan_rows
 
-    rules = _load(args.rules)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"tagrelay: bad setting: {exc}", file=sys.stderr)
+        return EXIT_PROBLEM
+    rules = _load(args.rules or settings.rules_dir)
     if rules is None:
         return EXIT_PROBLEM
     try:
-        settings = Settings.from_env()
         policy = ConsentPolicy.parse(settings.consent_default, gpc=settings.consent_gpc)
         enricher = Enricher(settings)
         now = time.time()
@@ -261,7 +265,10 @@ def _import(args: argparse.Namespace) -> int:
         f"imported {len(events)} event(s) from {args.file} ({len(errors)} row(s) refused),"
         f" {len(rows)} delivery(ies) queued in {settings.outbox_file}"
     )
-    return EXIT_PROBLEM if errors and not events else EXIT_OK
+    # 1: some rows were refused (the rest is queued); 2: nothing could be imported.
+    if errors:
+        return EXIT_PROBLEM if not events else 1
+    return EXIT_OK
 
 
 def _deadletters(args: argparse.Namespace) -> int:
@@ -299,6 +306,9 @@ def _replay(args: argparse.Namespace) -> int:
             n = await outbox.replay(args.destination, args.since, args.until)
         finally:
             await outbox.close()
+        if n == 0:
+            print("no dead letters match (see tagrelay deadletters)")
+            return EXIT_OK
         print(f"queued {n} dead letter(s) again; a running tagrelay sends them within a second")
         return EXIT_OK
 
@@ -399,6 +409,12 @@ def _try(args: argparse.Namespace) -> int:
     except (TypeError, ValueError) as exc:
         print(f"tagrelay: {args.event}: {exc}", file=sys.stderr)
         return EXIT_PROBLEM
+    from .app import decide_consent
+    from .consent import ConsentPolicy
+
+    # The same consent decision the service makes: the event's own signals,
+    # then the regional default (TAGRELAY_CONSENT_DEFAULT).
+    decide_consent([event], ConsentPolicy.parse(settings.consent_default, gpc=settings.consent_gpc))
     planned, skips = route(rules, event)
     shown = {p.destination.name for p in planned} | {s.destination for s in skips}
     print(f"event {event.name} ({event.id})")

@@ -94,3 +94,14 @@ def test_check_is_quiet_for_an_a_record_in_the_sites_range(monkeypatch, capsys):
     code = cli.main(["check", str(ROOT / "rules"), "--site", "www.shop.example.com", "--collector", "t.shop.example.com"])
     out = capsys.readouterr()
     assert code == 0 and "Safari:" not in out.err and "keep their full lifetime" in out.out
+
+
+def test_try_applies_the_consent_default_like_the_service(tmp_path):
+    """An event without consent signals is skipped for a consent-gated vendor when the default denies."""
+    event = tmp_path / "e.json"
+    event.write_text('{"name": "purchase", "page": {"url": "https://shop.example.com/"},'
+                     ' "context": {"user_agent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15'
+                     ' (KHTML, like Gecko) Version/17.5 Safari/605.1.15"}}')
+    run = tagrelay("try", "rules", str(event), env={**EVERY_VENDOR_ENV, "TAGRELAY_CONSENT_DEFAULT": "*:denied"})
+    assert run.returncode == 0, run.stderr
+    assert "== meta: skipped (consent: ads denied by default" in run.stdout

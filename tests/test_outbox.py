@@ -152,3 +152,24 @@ async def test_rows_leased_by_a_dead_process_are_released_at_open(tmp_path):
     await again.open()
     assert [r.event_id for r in await again.claim("meta", 10, now=_time.time())] == ["e1"]
     await again.close()
+
+
+async def test_rows_for_a_destination_the_rules_lost_become_dead_letters(outbox):
+    """Rows for a removed destination are moved to the dead letters, replayable later."""
+    await outbox.put([q(1, "meta"), q(2, "gone")])
+    assert await outbox.bury_unknown(["meta"]) == {"gone": 1}
+    (dead,) = await outbox.dead_letters()
+    assert (dead.destination, dead.reason) == ("gone", "destination not in the rules")
+    assert set(await outbox.depth()) == {"meta"}
+
+
+async def test_an_outbox_already_full_at_open_says_so(tmp_path):
+    """Opening an outbox at its limit reports it full at once (so /readyz fails from the start)."""
+    box = Outbox(tmp_path / "o.sqlite3", max_rows=1)
+    await box.open()
+    await box.put([q(1)])
+    await box.close()
+    again = Outbox(tmp_path / "o.sqlite3", max_rows=1)
+    await again.open()
+    assert "limit is 1" in again.full_reason
+    await again.close()

@@ -214,6 +214,8 @@ class Outbox:
             raise OutboxError(f"outbox {str(self.path)!r}: cannot open: {exc}") from None
         self._db = db
         self._rows_estimate = db.execute("SELECT count(*) FROM outbox").fetchone()[0]
+        if self._rows_estimate >= self.max_rows:
+            self.full_reason = f"outbox holds {self._rows_estimate} rows, the limit is {self.max_rows}"
         self._release_orphans(db)
 
     def _release_orphans(self, db: sqlite3.Connection) -> None:
@@ -418,6 +420,40 @@ class Outbox:
             log.error("outbox %s: cannot record a delivery outcome: %s", self.path, exc)
 
     # -- reading (metrics, CLI) ------------------------------------------
+
+    async def bury_unknown(self, destinations: Sequence[str]) -> dict[str, int]:
+        """Move rows for destinations the rules no longer have to the dead letters.
+
+        Such rows would otherwise wait forever and count against the limit;
+        as dead letters they are listed and can be replayed once the
+        destination is back.
+        """
+        result: dict[str, int] = await self._run(self._bury_unknown, list(destinations))
+        self._rows_estimate = max(0, self._rows_estimate - sum(result.values()))
+        return result
+
+    def _bury_unknown(self, destinations: list[str]) -> dict[str, int]:
+        marks = ",".join("?" * len(destinations)) or "''"
+        db = self._conn()
+        found = dict(db.execute(
+            f"SELECT destination, count(*) FROM outbox WHERE destination NOT IN ({marks}) GROUP BY destination",
+            destinations,
+        ).fetchall())
+        if not found:
+            return {}
+        now = time.time()
+
+        def work(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT INTO dead (destination, event_id, event_time, batch_key, payload, attempts, reason, answer, died)"
+                f" SELECT destination, event_id, event_time, batch_key, payload, attempts,"
+                f" 'destination not in the rules', '', ? FROM outbox WHERE destination NOT IN ({marks})",
+                [now, *destinations],
+            )
+            db.execute(f"DELETE FROM outbox WHERE destination NOT IN ({marks})", destinations)
+
+        self._write(work)
+        return found
 
     async def depth(self, now: float | None = None) -> dict[str, tuple[int, float]]:
         """Per destination: rows waiting and the age in seconds of the oldest."""
