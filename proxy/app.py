@@ -7,13 +7,13 @@ import gzip
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
-import rjsmin
+import rjsmin  # type: ignore[import-untyped]  # ships no type hints
 from aiohttp import web
 
 from .collect import Hit, HitError, hit_from_query, parse_hit
@@ -39,8 +39,8 @@ DELIVERY = web.AppKey("delivery", Delivery)
 ENRICHER = web.AppKey("enricher", Enricher)
 METRICS = web.AppKey("metrics", Metrics)
 CONSENT_POLICY = web.AppKey("consent_policy", ConsentPolicy)
-API_KEYS = web.AppKey("api_keys", dict)
-_SCRIPTS = web.AppKey("scripts", dict)
+API_KEYS = web.AppKey("api_keys", Mapping[str, str])
+_SCRIPTS = web.AppKey("scripts", dict[str, "Script"])
 
 _PLACEHOLDER = '"__TAGRELAY_COLLECT__"'
 
@@ -148,7 +148,8 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
 async def _last_resort(request: web.Request, handler: Any) -> web.StreamResponse:
     """A bug answers a short JSON 500 and is logged once with its traceback."""
     try:
-        return await handler(request)
+        response: web.StreamResponse = await handler(request)
+        return response
     except web.HTTPException:
         raise
     except asyncio.CancelledError:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping as TMapping
 
-import re2
+import re2  # type: ignore[import-untyped]  # google-re2 ships no type hints
 
 from .consent import gate
 from .mapping import Mapping, compile_mapping, flatten
@@ -508,8 +508,7 @@ def _condition(key: str, spec: Any) -> tuple[Callable[[Any], bool], str]:
             values = arg if isinstance(arg, list) else [arg]
             if not all(_scalar(a) for a in values):
                 raise ValueError(f"{op}: must be a value or a list of values")
-            inner = _any_of(values)
-            tests.append(lambda v, inner=inner: not inner(v))
+            tests.append(_negate(_any_of(values)))
         elif op in ("gt", "gte", "lt", "lte"):
             if _number(arg) is None or isinstance(arg, str):
                 raise ValueError(f"{op}: {arg!r} is not a number")
@@ -525,21 +524,40 @@ def _condition(key: str, spec: Any) -> tuple[Callable[[Any], bool], str]:
                 rx = re2.compile(arg)
             except re2.error as exc:
                 raise ValueError(f"regex: {arg!r} does not compile for RE2 (no backreferences or lookarounds): {exc}") from None
-            tests.append(lambda v, rx=rx: isinstance(v, str) and rx.search(v) is not None)
+            tests.append(_searcher(rx))
         elif op in ("prefix", "suffix", "contains"):
             if not isinstance(arg, str):
                 raise ValueError(f"{op}: must be a string")
-            fn = {"prefix": str.startswith, "suffix": str.endswith, "contains": str.__contains__}[op]
-            tests.append(lambda v, a=arg, fn=fn: isinstance(v, str) and fn(v, a))
+            tests.append(_text_test(op, arg))
         elif op == "exists":
             if not isinstance(arg, bool):
                 raise ValueError("exists: must be true or false")
-            tests.append(lambda v, want=arg: (v is not _MISSING and v not in (None, "")) == want)
+            tests.append(_exists(arg))
         else:
             raise ValueError(
                 f"unknown operator {op!r} (known: in, not, not_in, gt, gte, lt, lte, regex, prefix, suffix, contains, exists)"
             )
     return (lambda v: all(t(v) for t in tests)), " and ".join(texts)
+
+
+def _negate(test: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: not test(v)
+
+
+def _searcher(rx: Any) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, str) and rx.search(v) is not None
+
+
+def _text_test(op: str, arg: str) -> Callable[[Any], bool]:
+    if op == "prefix":
+        return lambda v: isinstance(v, str) and v.startswith(arg)
+    if op == "suffix":
+        return lambda v: isinstance(v, str) and v.endswith(arg)
+    return lambda v: isinstance(v, str) and arg in v
+
+
+def _exists(want: bool) -> Callable[[Any], bool]:
+    return lambda v: (v is not _MISSING and v not in (None, "")) == want
 
 
 def _equal(value: Any, spec: Any) -> bool:
@@ -548,7 +566,7 @@ def _equal(value: Any, spec: Any) -> bool:
     if isinstance(spec, (int, float)):
         n = _number(value)
         return n is not None and n == float(spec)
-    return value == spec
+    return bool(value == spec)
 
 
 def _any_of(specs: list[Any]) -> Callable[[Any], bool]:

@@ -94,7 +94,7 @@ class Metrics:
             from prometheus_client import multiprocess
 
             shared = CollectorRegistry()
-            multiprocess.MultiProcessCollector(shared)
+            multiprocess.MultiProcessCollector(shared)  # type: ignore[no-untyped-call]
             shared.register(self.outbox)
             return generate_latest(shared)
         return generate_latest(self.registry)

@@ -157,21 +157,8 @@ class OutboxEngine(Protocol):
     async def claim(self, destination: str, limit: int, now: float) -> list[Row]: ...
     async def ack(self, rows: Sequence[Row], ledger: Sequence[LedgerRow]) -> None: ...
     async def retry(self, rows: Sequence[Row], not_before: float, ledger: Sequence[LedgerRow]) -> None: ...
-    async def release_mine(self) -> int:
-        """Give back every row this process still holds (at a graceful stop)."""
-        result: int = await self._run(self._release_mine)
-        return result
-
-    def _release_mine(self) -> int:
-        try:
-            cur = self._conn().execute(
-                "UPDATE outbox SET leased_until = 0, leased_by = 0 WHERE leased_by = ?", (os.getpid(),)
-            )
-        except sqlite3.Error as exc:
-            log.error("outbox %s: cannot release this process's rows: %s", self.path, exc)
-            return 0
-        return cur.rowcount
-
+    async def release(self, rows: Sequence[Row]) -> None: ...
+    async def release_mine(self) -> int: ...
     async def bury(self, rows: Sequence[Row], reason: str, answer: str, ledger: Sequence[LedgerRow]) -> None: ...
 
 
@@ -562,7 +549,8 @@ def _insert_ledger(db: sqlite3.Connection, ledger: Sequence[LedgerRow]) -> None:
 
 
 def _dead_filter(destination: str | None, since: float | None, until: float | None) -> tuple[str, list[Any]]:
-    clauses, args = [], []
+    clauses: list[str] = []
+    args: list[Any] = []
     if destination:
         clauses.append("destination = ?")
         args.append(destination)

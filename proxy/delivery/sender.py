@@ -267,7 +267,8 @@ class Delivery:
             )
         attempts = max(r.attempts for r in rows) + 1
         delay = self._policy.delay(attempts, outcome.retry_after_secs)
-        keep, give_up = [], []
+        keep: list[tuple[Row, str]] = []
+        give_up: list[tuple[Row, str]] = []
         for r in rows:
             why = self._policy.gives_up(r.attempts + 1, now - r.event_time, lane.adapter.max_age_secs, delay)
             (give_up if why else keep).append((r, why))

@@ -390,9 +390,9 @@ def resolve_ids(
         ids.update(clicks)
         out.append(CookieSpec(CLICK_COOKIE, _write_clicks(clicks), domain, FB_COOKIE_MAX_AGE_SECS, True))
     for cookie_name, key in VENDOR_BROWSER_COOKIES.items():
-        value = cookie(cookie_name)
-        if value and len(value) <= 256 and _FBCLID_RE.fullmatch(value):
-            ids[key] = value
+        browser_id = cookie(cookie_name)
+        if browser_id and len(browser_id) <= 256 and _FBCLID_RE.fullmatch(browser_id):
+            ids[key] = browser_id
 
     start, number = _session(cookie(SESSION_COOKIE), now_s, fresh_client)
     ids["ga_session_id"] = str(start)
