@@ -396,6 +396,11 @@ class AccessLogger(AbstractAccessLogger):
     ``web.run_app`` or ``web.AppRunner``.
     """
 
+    @property
+    def enabled(self) -> bool:
+        """Only build the line when it will be written (aiohttp asks before each request)."""
+        return self.logger.isEnabledFor(logging.INFO)
+
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
         remote = truncate_ip(request.remote or "", "truncated") or "-"
         query = "?..." if request.query_string else ""
