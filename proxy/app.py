@@ -6,6 +6,7 @@ import asyncio
 import gzip
 import hashlib
 import logging
+import signal
 import time
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
@@ -25,7 +26,7 @@ from .ga4hits import parse_gcollect
 from .enrich import Enricher
 from .model import Context, Event
 from .pipeline import plan_rows
-from .rules import RuleSet
+from .rules import RuleSet, RulesError, load_rules
 from .settings import Settings
 from .telemetry import CONTENT_TYPE, Metrics
 
@@ -34,7 +35,14 @@ __all__ = ["make_app", "SETTINGS", "RULES", "DELIVERY", "ENRICHER", "METRICS"]
 log = logging.getLogger("proxy.app")
 
 SETTINGS = web.AppKey("settings", Settings)
-RULES = web.AppKey("rules", RuleSet)
+class LiveRules:
+    """The rule set in force; a reload (SIGHUP) swaps ``current``."""
+
+    def __init__(self, rules: RuleSet) -> None:
+        self.current = rules
+
+
+RULES = web.AppKey("rules", LiveRules)
 DELIVERY = web.AppKey("delivery", Delivery)
 ENRICHER = web.AppKey("enricher", Enricher)
 METRICS = web.AppKey("metrics", Metrics)
@@ -71,7 +79,7 @@ def make_app(settings: Settings, rules: RuleSet) -> web.Application:
     app[ENRICHER] = Enricher(settings)
     app[CONSENT_POLICY] = ConsentPolicy.parse(settings.consent_default, gpc=settings.consent_gpc)
     app[API_KEYS] = parse_api_keys(settings.api_keys)
-    app[RULES] = rules
+    app[RULES] = LiveRules(rules)
     app[METRICS] = Metrics()
     static = settings.static_dir
     app[_SCRIPTS] = {settings.script_path: Script((static / "collector.js").read_text("utf-8"), settings.collect_path)}
@@ -109,14 +117,14 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     )
     await outbox.open()
     delivery = Delivery(
-        {name: d.adapter for name, d in app[RULES].destinations.items()},
+        {name: d.adapter for name, d in app[RULES].current.destinations.items()},
         outbox,
         timeout_secs=settings.delivery_timeout_secs,
         concurrency=settings.delivery_concurrency,
         policy=RetryPolicy(cap_secs=settings.retry_cap_secs, max_attempts=settings.retry_max_attempts),
         metrics=app[METRICS],
     )
-    orphans = await outbox.bury_unknown(list(app[RULES].destinations))
+    orphans = await outbox.bury_unknown(list(app[RULES].current.destinations))
     for name, n in orphans.items():
         log.warning(
             "%d event(s) queued for destination %r, which the rules do not have (or have disabled), moved to the"
@@ -129,18 +137,22 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         "collecting at %s (script %s), %d destination(s), %d route(s)",
         settings.collect_path,
         settings.script_path,
-        len(app[RULES].destinations),
-        len(app[RULES].routes),
+        len(app[RULES].current.destinations),
+        len(app[RULES].current.routes),
     )
     housekeeping = asyncio.create_task(_housekeeping(app), name="housekeeping")
+    loop = asyncio.get_running_loop()
+    hup = _install_sighup(loop, app)
     try:
         yield
     finally:
+        if hup:
+            loop.remove_signal_handler(signal.SIGHUP)
         housekeeping.cancel()
         await asyncio.gather(housekeeping, return_exceptions=True)
         await delivery.stop()
         await outbox.close()
-        await app[RULES].close()
+        await app[RULES].current.close()
         app[ENRICHER].close()
 
 
@@ -157,6 +169,54 @@ async def _last_resort(request: web.Request, handler: Any) -> web.StreamResponse
     except Exception:
         log.exception("bug while answering %s %s", request.method, request.path)
         return web.json_response({"error": "internal error (logged)"}, status=500)
+
+
+def _install_sighup(loop: asyncio.AbstractEventLoop, app: web.Application) -> bool:
+    """SIGHUP reloads the rule files (only possible in the main thread)."""
+    tasks: set[asyncio.Task[bool]] = set()
+
+    def on_hup() -> None:
+        task = loop.create_task(reload_rules(app), name="reload-rules")
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    try:
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
+    except (ValueError, RuntimeError, NotImplementedError):
+        return False  # not the main thread (tests) or no signals here
+    return True
+
+
+_reload_lock = asyncio.Lock()
+
+
+async def reload_rules(app: web.Application) -> bool:
+    """Load the rule files again; switch to them only if every file loads.
+
+    A rule set with problems never replaces the running one: the problems
+    are logged (ERROR: the operator's edit is not in effect) and the old
+    rules keep working.
+    """
+    async with _reload_lock:
+        settings = app[SETTINGS]
+        try:
+            new = await asyncio.to_thread(load_rules, settings.rules_dir)
+        except RulesError as exc:
+            log.error(
+                "rules not reloaded, the running ones stay: %d problem(s):\n  %s",
+                len(exc.problems), "\n  ".join(exc.problems),
+            )
+            return False
+        for warning in new.warnings:
+            log.warning("rules: %s", warning)
+        app[RULES].current = new
+        delivery = app[DELIVERY]
+        await delivery.update({name: d.adapter for name, d in new.destinations.items()})
+        orphans = await delivery.outbox.bury_unknown(list(new.destinations))
+        for name, n in orphans.items():
+            log.warning("%d event(s) queued for destination %r, which the new rules lack, moved to the dead letters", n, name)
+        log.info("rules reloaded: %d destination(s), %d route(s)", len(new.destinations), len(new.routes))
+        return True
 
 
 async def _housekeeping(app: web.Application) -> None:
@@ -233,7 +293,7 @@ async def _events_api(request: web.Request) -> web.Response:
         return _refused(request, exc)
     events = to_events(items, request.app[ENRICHER])
     decide_consent(events, request.app[CONSENT_POLICY])
-    rows, ledger = plan_rows(request.app[RULES], events, now)
+    rows, ledger = plan_rows(request.app[RULES].current, events, now)
     metrics = request.app[METRICS]
     try:
         await request.app[DELIVERY].accept(rows, ledger)
@@ -354,7 +414,7 @@ async def _accept(
     if ids:
         ctx.ids.update(ids)
     events = _events(hit, ctx, user_id)
-    rows, ledger = plan_rows(request.app[RULES], events, time.time())
+    rows, ledger = plan_rows(request.app[RULES].current, events, time.time())
     metrics = request.app[METRICS]
     try:
         await request.app[DELIVERY].accept(rows, ledger)

@@ -5,7 +5,8 @@ connections between them) and runs the whole service: collection, delivery
 lanes, housekeeping. They share the outbox file; leases keep two workers
 from sending the same rows, and the rows of a worker that dies are claimed
 again once its leases run out. The supervisor restarts a worker that dies
-and passes SIGTERM/SIGINT on for a graceful stop.
+and passes SIGTERM/SIGINT on for a graceful stop and SIGHUP for a rules
+reload.
 """
 
 from __future__ import annotations
@@ -59,7 +60,13 @@ def supervise(settings: Settings, count: int, run_worker: Callable[..., int]) ->
             if proc.is_alive() and proc.pid is not None:
                 os.kill(proc.pid, signal.SIGTERM)
 
+    def hup(signum: int, _frame: Any) -> None:
+        for proc in procs:
+            if proc.is_alive() and proc.pid is not None:
+                os.kill(proc.pid, signal.SIGHUP)
+
     procs = [start(i) for i in range(count)]
+    signal.signal(signal.SIGHUP, hup)
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     log.info("started %d workers sharing %s:%d", count, settings.host, settings.port)

@@ -10,7 +10,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from proxy.app import DELIVERY, make_app
+from proxy.app import DELIVERY, SETTINGS, make_app
 from proxy.rules import load_rules
 from proxy.settings import Settings
 
@@ -242,3 +242,28 @@ async def test_racing_first_hits_of_one_browser_get_one_visitor_id(client, tmp_p
     )
     for name in ("trid", "_fbp", "_ga"):
         assert first.cookies[name].value == second.cookies[name].value, name
+
+
+async def test_reloaded_rules_add_a_destination_without_a_restart(client, tmp_path):
+    """After a reload that adds a destination, new events reach it; the old one keeps working."""
+    from proxy.app import reload_rules
+
+    rules = client.app[SETTINGS].rules_dir
+    (rules / "20.toml").write_text(
+        f'[destinations.more]\ntype = "file"\npath = "{tmp_path}/more.jsonl"\n[[routes]]\nto = ["more"]\n'
+    )
+    assert await reload_rules(client.app)
+    await client.post("/e", data=orjson.dumps(HIT))
+    await client.app[DELIVERY].wait_idle(5)
+    assert len(lines(tmp_path)) == 1 and (tmp_path / "more.jsonl").exists()
+
+
+async def test_a_broken_reload_keeps_the_running_rules(client, tmp_path):
+    """A rule file with an error is not taken: the running rules go on delivering."""
+    from proxy.app import reload_rules
+
+    (client.app[SETTINGS].rules_dir / "20.toml").write_text("[destinations.broken\n")
+    assert not await reload_rules(client.app)
+    await client.post("/e", data=orjson.dumps(HIT))
+    await client.app[DELIVERY].wait_idle(5)
+    assert len(lines(tmp_path)) == 1

@@ -81,6 +81,7 @@ class _Lane:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     breaker: Breaker = field(default_factory=Breaker)
     task: asyncio.Task[None] | None = None
+    retired: bool = False  # the rules no longer have this destination
 
 
 class Delivery:
@@ -173,10 +174,41 @@ class Delivery:
 
     # -- the lane --------------------------------------------------------
 
+    async def update(self, adapters: dict[str, Adapter]) -> None:
+        """Take a new set of destinations (rules reloaded) without stopping delivery.
+
+        New destinations get a lane; removed ones finish what they claimed and
+        stop; changed ones send with the new adapter from the next batch on.
+        Old adapters are closed once the requests in flight are done.
+        """
+        retired: list[Adapter] = []
+        for name, lane in list(self._lanes.items()):
+            if name not in adapters:
+                lane.retired = True
+                lane.wake.set()
+                retired.append(lane.adapter)
+                if lane.task is not None:
+                    await lane.task
+                del self._lanes[name]
+        template = Breaker()
+        for name, adapter in adapters.items():
+            current = self._lanes.get(name)
+            if current is None:
+                fresh = _Lane(name, adapter, breaker=Breaker(template.threshold, template.base_secs, template.cap_secs))
+                fresh.task = asyncio.create_task(self._work(fresh), name=f"delivery:{name}")
+                self._lanes[name] = fresh
+            elif current.adapter is not adapter:
+                retired.append(current.adapter)
+                current.adapter = adapter
+        if self._inflight:
+            await asyncio.wait(list(self._inflight), timeout=(self._timeout.total or 10.0) + 5)
+        for old in retired:
+            await old.close()
+
     async def _work(self, lane: _Lane) -> None:
         limit = asyncio.Semaphore(self._concurrency)
-        adapter = lane.adapter
-        while not self._stopping:
+        while not self._stopping and not lane.retired:
+            adapter = lane.adapter
             now = time.time()
             wait = lane.breaker.blocked(now)
             if wait > 0:
