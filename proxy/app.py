@@ -391,13 +391,10 @@ async def _accept(
     """
     settings = request.app[SETTINGS]
     enricher = request.app[ENRICHER]
-    ctx, _ = enricher.context(
+    ctx = enricher.context(
         peer=request.remote,
         headers=request.headers,
-        cookies=request.cookies,
-        host=request.host,
         click_ids=hit.click_ids,
-        set_ids=False,
     )
     signals = ConsentSignals(
         collector={} if google else hit.consent,

@@ -484,13 +484,10 @@ def event_from_json(doc: Any, enricher: Any) -> Event:
     # An event file has no request headers: judge bots by the user agent (and
     # the IP's network), as a browser sending the usual headers would be.
     headers = {"User-Agent": str(ctx_in.get("user_agent", "")), "Accept": "*/*", "Accept-Language": "en"}
-    ctx, _ = enricher.context(
+    ctx = enricher.context(
         peer=str(ctx_in.get("ip", "")) or None,
         headers=headers,
-        cookies={},
-        host="",
         click_ids=ctx_in.get("click_ids") or {},
-        set_ids=False,
     )
     ctx.consent = dict(ctx_in.get("consent") or {})
     ctx.ids = {k: str(v) for k, v in (ctx_in.get("ids") or {}).items()}

@@ -385,19 +385,16 @@ def to_events(items: Iterable[ServerEvent], enricher: Enricher) -> list[Event]:
     """Enrich each server event from its own IP and user agent and return canonical events.
 
     The sending server is not the person, so its address and user agent are
-    never used; no cookies are read or minted (``set_ids=False``): the IDs are
+    never used; no cookies are read or minted (no :meth:`Enricher.identify`): the IDs are
     the ones the sender gave. An event without a user agent is not judged a
     bot (the browser rule), since back ends often have none.
     """
     events: list[Event] = []
     for item in items:
-        ctx, _ = enricher.context(
+        ctx = enricher.context(
             peer=item.ip or None,
             headers={"User-Agent": item.user_agent},
-            cookies={},
-            host="",
             click_ids=item.click_ids,
-            set_ids=False,
         )
         if not item.user_agent:
             # For a browser hit an empty user agent marks a bot; a back end

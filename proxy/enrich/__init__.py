@@ -7,7 +7,9 @@
 5. identifiers (:mod:`.ids`: first-party visitor ID, ``_fbp``/``_fbc``, GA client and session)
 
 The result is one :class:`~proxy.model.Context` shared by every event of a
-hit, and the cookies to set on the answer.
+hit (:meth:`Enricher.context`), then the identifiers and the cookies to set
+on the answer (:meth:`Enricher.identify`), once consent says whether
+cookies may be used.
 """
 
 from __future__ import annotations
@@ -63,12 +65,13 @@ class Enricher:
         *,
         peer: str | None,
         headers: Mapping[str, str],
-        cookies: Mapping[str, str],
-        host: str,
         click_ids: Mapping[str, str],
-        now: float | None = None,
-        set_ids: bool = True,
-    ) -> tuple[Context, list[CookieSpec]]:
+    ) -> Context:
+        """Steps 1-4: who and where the client is, and whether it is a bot.
+
+        Identifiers (step 5, :meth:`identify`) wait for the consent decision,
+        which needs the geo found here.
+        """
         s = self.settings
         ip = client_ip(peer, headers, s.trusted_proxies, s.client_ip_header)
         if not s.trusted_proxies and not self._warned_untrusted and "X-Forwarded-For" in headers:
@@ -88,10 +91,7 @@ class Enricher:
         verdict = bot_score(ctx.ua, headers, asn.number if asn else None, asn.organization if asn else None)
         ctx.bot, ctx.bot_score, ctx.bot_reasons = verdict.is_bot, verdict.score, tuple(verdict.reasons)
         ctx.click_ids = dict(click_ids)
-        cookies_out: list[CookieSpec] = []
-        if set_ids:
-            cookies_out = self.identify(ctx, cookies, host, storage=True, now=now)
-        return ctx, cookies_out
+        return ctx
 
     def identify(
         self,
