@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import orjson
 
-from .model import Event, Page, UserData
+from .model import USER_FIELDS, Event, Page, UserData
 from .rules import RuleSet, RulesError, load_rules
 from .settings import Settings, SettingsError
 
@@ -491,10 +491,9 @@ def event_from_json(doc: Any, enricher: Any) -> Event:
     )
     ctx.consent = dict(ctx_in.get("consent") or {})
     ctx.ids = {k: str(v) for k, v in (ctx_in.get("ids") or {}).items()}
-    known_user = {"email", "phone", "first_name", "last_name", "external_id"}
-    unknown = set(user) - known_user
+    unknown = set(user) - set(USER_FIELDS)
     if unknown:
-        raise ValueError(f"user: unknown field(s) {sorted(unknown)} (known: {sorted(known_user)})")
+        raise ValueError(f"user: unknown field(s) {sorted(unknown)} (known: {sorted(USER_FIELDS)})")
     return Event(
         name=doc["name"],
         id=str(doc.get("id") or uuid.uuid4().hex),

@@ -31,7 +31,8 @@ from typing import Any
 
 import orjson
 
-from .model import Page, UserData
+from .consent import PURPOSES
+from .model import CLICK_IDS, USER_FIELDS, Page, UserData
 from .settings import Settings
 
 __all__ = ["Hit", "HitEvent", "HitError", "parse_hit", "hit_from_query"]
@@ -39,11 +40,8 @@ __all__ = ["Hit", "HitEvent", "HitError", "parse_hit", "hit_from_query"]
 _EVENT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 _EVENT_ID = re.compile(r"[A-Za-z0-9._:\-]{1,64}")
 _MAX_KEY_CHARS = 128
-_PURPOSES = frozenset({"analytics", "ads", "ad_personalization", "ad_user_data"})
-_USER_KEYS = frozenset({"email", "phone", "first_name", "last_name", "external_id"})
-CLICK_IDS = frozenset(
-    {"fbclid", "gclid", "gbraid", "wbraid", "ttclid", "msclkid", "li_fat_id", "ScCid", "epik", "rdt_cid", "twclid"}
-)
+_PURPOSES = frozenset(PURPOSES)
+_USER_KEYS = frozenset(USER_FIELDS)
 _MAX_DEPTH = 4
 _MAX_ITEMS = 200
 _MAX_CLICK_ID = 1024

@@ -56,10 +56,10 @@ import orjson
 
 # The collector's checks and limits are reused on purpose: the same value is
 # accepted or refused the same way whichever endpoint it came through.
-from .collect import _EVENT_ID, _EVENT_NAME, _PURPOSES, CLICK_IDS, HitError, _key, _show, _value
+from .collect import _EVENT_ID, _EVENT_NAME, _PURPOSES, HitError, _key, _show, _value
 from .enrich.client_ip import normalize_ip
 from .enrich.ids import is_valid_fb_cookie
-from .model import Context, Event, Page, UAInfo, UserData
+from .model import CLICK_IDS, USER_FIELDS, Context, Event, Page, UAInfo, UserData
 from .settings import Settings, SettingsError
 
 if TYPE_CHECKING:
@@ -135,7 +135,7 @@ _MILLIS_FROM = 100_000_000_000
 _EVENT_KEYS = ("name", "id", "time", "action_source", "page", "user", "user_id", "params", "context")
 _PAGE_KEYS = ("url", "referrer", "title")
 _CONTEXT_KEYS = ("ip", "user_agent", "consent", "click_ids", "ids")
-_USER_KEYS = ("email", "phone", "first_name", "last_name", "external_id")
+_USER_KEYS = USER_FIELDS
 _MAX_USER_VALUE = 512
 _MAX_CLICK_ID = 1024
 _MAX_ID = 256

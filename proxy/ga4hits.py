@@ -53,8 +53,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from .collect import CLICK_IDS, Hit, HitError, HitEvent
-from .model import Page
+from .collect import Hit, HitError, HitEvent
+from .model import CLICK_IDS, Page
 from .settings import Settings
 
 __all__ = [

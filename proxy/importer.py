@@ -61,7 +61,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .collect import _MAX_KEY_CHARS, _PURPOSES, CLICK_IDS, HitError, _show
+from .collect import _MAX_KEY_CHARS, _PURPOSES, HitError, _show
 from .events_api import (
     _RESERVED_SOURCES,
     _SOURCE_NAME,
@@ -79,7 +79,7 @@ from .events_api import (
     _user_id,
     _user_value,
 )
-from .model import Page, UserData
+from .model import CLICK_IDS, Page, UserData
 from .settings import Settings
 
 __all__ = [

@@ -12,7 +12,16 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["Event", "Page", "UserData", "Context", "UAInfo", "Geo", "event_view"]
+__all__ = ["CLICK_IDS", "USER_FIELDS", "Event", "Page", "UserData", "Context", "UAInfo", "Geo", "event_view"]
+
+
+#: The person's fields a site may send (raw; hashed by adapters before leaving).
+USER_FIELDS: tuple[str, ...] = ("email", "phone", "first_name", "last_name", "external_id")
+
+#: Ad-click IDs read from landing URLs, kept as sent (case and encoding).
+CLICK_IDS: frozenset[str] = frozenset(
+    {"fbclid", "gclid", "gbraid", "wbraid", "ttclid", "msclkid", "li_fat_id", "ScCid", "epik", "rdt_cid", "twclid"}
+)
 
 
 @dataclass(slots=True)
@@ -33,10 +42,8 @@ class UserData:
     external_id: str | None = None
 
     def present(self) -> dict[str, str]:
-        return {k: v for k in _USER_KEYS if (v := getattr(self, k))}
+        return {k: v for k in USER_FIELDS if (v := getattr(self, k))}
 
-
-_USER_KEYS = ("email", "phone", "first_name", "last_name", "external_id")
 
 
 @dataclass(slots=True, frozen=True)

@@ -32,7 +32,7 @@ from typing import Any, Callable, Mapping as TMapping
 
 import re2  # type: ignore[import-untyped]  # google-re2 ships no type hints
 
-from .consent import gate
+from .consent import PURPOSES, gate
 from .mapping import Mapping, compile_mapping, flatten
 from .model import Event, event_view
 from .vendors import ADAPTERS
@@ -44,7 +44,7 @@ log = logging.getLogger("proxy.rules")
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
-_PURPOSES = ("analytics", "ads", "ad_personalization", "ad_user_data")
+_PURPOSES = PURPOSES
 # Top-level keys of proxy.model.event_view, and which of them are tables
 # with a fixed set of keys (so that a typo such as "page.hots" is caught).
 _VIEW_KEYS: dict[str, frozenset[str] | None] = {

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 
 from publicsuffixlist import PublicSuffixList
 
+from ..model import CLICK_IDS
+
 __all__ = [
     "FB_COOKIE_MAX_AGE_SECS",
     "GA_SESSION_TIMEOUT_SECS",
@@ -62,9 +64,7 @@ SESSION_COOKIE = "trs"
 # HttpOnly cookie, so a conversion days after the click still carries them.
 # Same lifetime as Meta's click cookie (90 days).
 CLICK_COOKIE = "trc"
-CLICK_COOKIE_NAMES = frozenset(
-    {"gclid", "gbraid", "wbraid", "ttclid", "msclkid", "li_fat_id", "ScCid", "epik", "rdt_cid", "twclid"}
-)
+CLICK_COOKIE_NAMES = CLICK_IDS - {"fbclid"}
 # Browser-ID cookies that vendor pixels set, read when present (a pixel kept
 # beside tagrelay); tagrelay does not mint them: their formats are the
 # vendors' own and undocumented.
