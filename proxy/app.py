@@ -21,7 +21,7 @@ from .collect import Hit, HitError, hit_from_query, parse_hit
 from .consent import ConsentPolicy, ConsentSignals, gpc_from_headers
 from .consent import resolve as resolve_consent
 from .events_api import authenticate, parse_api_keys, parse_server_events, to_events
-from .delivery import Delivery, Outbox, OutboxError, OutboxFull, RetryPolicy
+from .delivery import Delivery, LedgerRow, Outbox, OutboxError, OutboxFull, QueuedRow, RetryPolicy
 from .ga4hits import parse_gcollect
 from .enrich import Enricher
 from .model import Context, Event
@@ -293,6 +293,16 @@ async def _events_api(request: web.Request) -> web.Response:
         return _refused(request, exc)
     events = to_events(items, request.app[ENRICHER])
     decide_consent(events, request.app[CONSENT_POLICY])
+    stored = await _store(request, events, now)
+    if isinstance(stored, web.Response):
+        return stored
+    return web.json_response({"accepted": len(events), "queued": len(stored[0])}, headers=_NO_STORE)
+
+
+async def _store(
+    request: web.Request, events: list[Event], now: float
+) -> tuple[list[QueuedRow], list[LedgerRow]] | web.Response:
+    """Route ``events`` and commit them to the outbox; or the 503 answer when it cannot take them."""
     rows, ledger = plan_rows(request.app[RULES].current, events, now)
     metrics = request.app[METRICS]
     try:
@@ -308,7 +318,7 @@ async def _events_api(request: web.Request) -> web.Response:
             headers={**_NO_STORE, "Retry-After": "60"},
         )
     metrics.events_accepted.inc(len(events))
-    return web.json_response({"accepted": len(events), "queued": len(rows)}, headers=_NO_STORE)
+    return rows, ledger
 
 
 _refusals = {"last": 0.0, "count": 0}
@@ -411,24 +421,13 @@ async def _accept(
     if ids:
         ctx.ids.update(ids)
     events = _events(hit, ctx, user_id)
-    rows, ledger = plan_rows(request.app[RULES].current, events, time.time())
     metrics = request.app[METRICS]
-    try:
-        await request.app[DELIVERY].accept(rows, ledger)
-    except OutboxError as exc:
-        full = isinstance(exc, OutboxFull)
-        _log_refusal(exc)
+    stored = await _store(request, events, time.time())
+    if isinstance(stored, web.Response):
         metrics.hits.labels("503").inc()
-        metrics.events_rejected.labels("outbox_full" if full else "outbox_error").inc()
-        why = " (outbox full)" if full else ""
-        return web.json_response(
-            {"error": f"tagrelay cannot store events right now{why}; try again later"},
-            status=503,
-            headers={**_NO_STORE, "Retry-After": "60"},
-        )
-
+        return stored
+    rows, ledger = stored
     metrics.hits.labels("204").inc()
-    metrics.events_accepted.inc(len(events))
     if log.isEnabledFor(logging.DEBUG):
         log.debug(
             "hit from %s (%s): %d event(s) [%s], %d queued, %s",

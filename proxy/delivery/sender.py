@@ -99,11 +99,8 @@ class Delivery:
         breaker: Breaker | None = None,
         metrics: Metrics | None = None,
     ) -> None:
-        template = breaker or Breaker()
-        self._lanes = {
-            name: _Lane(name, a, breaker=Breaker(template.threshold, template.base_secs, template.cap_secs))
-            for name, a in adapters.items()
-        }
+        self._breaker = breaker or Breaker()
+        self._lanes = {name: self._new_lane(name, a) for name, a in adapters.items()}
         self.outbox = outbox
         self._timeout = aiohttp.ClientTimeout(total=timeout_secs)
         self._concurrency = concurrency
@@ -113,6 +110,11 @@ class Delivery:
         self._inflight: set[asyncio.Task[None]] = set()
         self._stopping = False
         self.metrics = metrics or Metrics()
+
+    def _new_lane(self, name: str, adapter: Adapter) -> _Lane:
+        """A lane with its own breaker, configured like the template given at construction."""
+        t = self._breaker
+        return _Lane(name, adapter, breaker=Breaker(t.threshold, t.base_secs, t.cap_secs))
 
     @property
     def destinations(self) -> list[str]:
@@ -190,11 +192,10 @@ class Delivery:
                 if lane.task is not None:
                     await lane.task
                 del self._lanes[name]
-        template = Breaker()
         for name, adapter in adapters.items():
             current = self._lanes.get(name)
             if current is None:
-                fresh = _Lane(name, adapter, breaker=Breaker(template.threshold, template.base_secs, template.cap_secs))
+                fresh = self._new_lane(name, adapter)
                 fresh.task = asyncio.create_task(self._work(fresh), name=f"delivery:{name}")
                 self._lanes[name] = fresh
             elif current.adapter is not adapter:
