@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections import deque
 
+import orjson
 import pytest
 from aiohttp import web
 
@@ -131,7 +132,8 @@ def test_breaker_opens_after_threshold_and_doubles_its_cool_down():
 
 
 def rows_for_chunks(n: int, payload: dict) -> list[Row]:
-    return [Row(i, "d", str(i), 0.0, "", payload, 0) for i in range(n)]
+    size = len(orjson.dumps(payload))
+    return [Row(i, "d", str(i), 0.0, "", payload, 0, size=size) for i in range(n)]
 
 
 def test_chunks_respect_the_byte_budget():

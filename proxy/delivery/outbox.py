@@ -127,6 +127,7 @@ class Row:
     payload: dict[str, Any]
     attempts: int
     created: float = 0.0
+    size: int = 0  # bytes of the payload's JSON as stored (for request size limits)
 
 
 @dataclass(slots=True, frozen=True)
@@ -321,7 +322,7 @@ class Outbox:
         except sqlite3.Error as exc:
             log.error("outbox %s: cannot claim rows for %s: %s", self.path, destination, exc)
             return []
-        rows = [Row(i, d, e, t, k, orjson.loads(p), a, c) for i, d, e, t, k, p, a, c in found]
+        rows = [Row(i, d, e, t, k, orjson.loads(p), a, c, len(p)) for i, d, e, t, k, p, a, c in found]
         rows.sort(key=lambda r: r.id)
         return rows
 

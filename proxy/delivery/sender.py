@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import aiohttp
-import orjson
 
 from ..telemetry import Metrics
 from ..vendors.base import Adapter, Answer, Outcome, Verdict
@@ -377,7 +376,7 @@ def _chunks(rows: list[Row], most: int, max_bytes: int | None) -> list[list[Row]
     current: list[Row] = []
     size = 0
     for row in rows:
-        n = len(orjson.dumps(row.payload)) + 1
+        n = row.size + 1
         if current and (len(current) >= most or size + n > budget):
             out.append(current)
             current, size = [], 0
