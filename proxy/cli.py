@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -11,6 +12,7 @@ import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any, Sequence
 
 import orjson
@@ -196,14 +198,21 @@ def _run_worker(settings: Settings, announce: bool = True, reuse_port: bool = Fa
     return EXIT_OK
 
 
-def _open_outbox() -> Any:
+@contextlib.asynccontextmanager
+async def _existing_outbox() -> AsyncIterator[Any]:
+    """The outbox ``tagrelay serve`` keeps (TAGRELAY_DATA_DIR), open for the block."""
     from .delivery import Outbox
 
     settings = Settings.from_env()
     path = settings.outbox_file
     if not path.exists():
         raise SettingsError(f"no outbox at {path} (set TAGRELAY_DATA_DIR to where tagrelay serve keeps it)")
-    return Outbox(path)
+    outbox = Outbox(path)
+    await outbox.open()
+    try:
+        yield outbox
+    finally:
+        await outbox.close()
 
 
 def _import(args: argparse.Namespace) -> int:
@@ -273,12 +282,8 @@ def _import(args: argparse.Namespace) -> int:
 
 def _deadletters(args: argparse.Namespace) -> int:
     async def run() -> int:
-        outbox = _open_outbox()
-        await outbox.open()
-        try:
+        async with _existing_outbox() as outbox:
             rows = await outbox.dead_letters(args.destination, args.since, args.until)
-        finally:
-            await outbox.close()
         if not rows:
             print("no dead letters")
             return EXIT_OK
@@ -300,12 +305,8 @@ def _deadletters(args: argparse.Namespace) -> int:
 
 def _replay(args: argparse.Namespace) -> int:
     async def run() -> int:
-        outbox = _open_outbox()
-        await outbox.open()
-        try:
+        async with _existing_outbox() as outbox:
             n = await outbox.replay(args.destination, args.since, args.until)
-        finally:
-            await outbox.close()
         if n == 0:
             print("no dead letters match (see tagrelay deadletters)")
             return EXIT_OK
@@ -317,12 +318,8 @@ def _replay(args: argparse.Namespace) -> int:
 
 def _trace(args: argparse.Namespace) -> int:
     async def run() -> int:
-        outbox = _open_outbox()
-        await outbox.open()
-        try:
+        async with _existing_outbox() as outbox:
             rows = await outbox.trace(args.event_id)
-        finally:
-            await outbox.close()
         if not rows:
             print(f"nothing recorded for event {args.event_id!r} (unknown, or older than the ledger's retention)")
             return EXIT_PROBLEM
