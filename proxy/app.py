@@ -18,7 +18,7 @@ import rjsmin  # type: ignore[import-untyped]  # ships no type hints
 from aiohttp import web
 
 from .collect import Hit, HitError, hit_from_query, parse_hit
-from .consent import ConsentPolicy, ConsentSignals, gpc_from_headers
+from .consent import ConsentPolicy, ConsentSignals, decide_consent, gpc_from_headers
 from .consent import resolve as resolve_consent
 from .events_api import authenticate, parse_api_keys, parse_server_events, to_events
 from .delivery import Delivery, LedgerRow, Outbox, OutboxError, OutboxFull, QueuedRow, RetryPolicy
@@ -331,15 +331,6 @@ def _log_refusal(exc: Exception) -> None:
     if now - _refusals["last"] >= 60:
         log.error("refusing hits (%d in the last minute): %s", _refusals["count"], exc)
         _refusals["last"], _refusals["count"] = now, 0
-
-
-def decide_consent(events: list[Event], policy: ConsentPolicy) -> None:
-    """Server events: the sender's consent signals, with the regional default where it gave none."""
-    for event in events:
-        ctx = event.context
-        signals = ConsentSignals(collector=dict(ctx.consent))
-        consent = resolve_consent(signals, ctx.geo.country if ctx.geo else None, policy)
-        ctx.consent, ctx.consent_state = consent.as_dict(), consent
 
 
 def _strict_query(request: web.Request) -> dict[str, str]:

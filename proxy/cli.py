@@ -221,8 +221,7 @@ def _import(args: argparse.Namespace) -> int:
     The events go into the same outbox a running ``tagrelay serve`` delivers
     from (it picks them up within a second); with none running they wait.
     """
-    from .app import decide_consent
-    from .consent import ConsentPolicy
+    from .consent import ConsentPolicy, decide_consent
     from .delivery import Outbox
     from .enrich import Enricher
     from .events_api import to_events
@@ -406,8 +405,7 @@ def _try(args: argparse.Namespace) -> int:
     except (TypeError, ValueError) as exc:
         print(f"tagrelay: {args.event}: {exc}", file=sys.stderr)
         return EXIT_PROBLEM
-    from .app import decide_consent
-    from .consent import ConsentPolicy
+    from .consent import ConsentPolicy, decide_consent
 
     # The same consent decision the service makes: the event's own signals,
     # then the regional default (TAGRELAY_CONSENT_DEFAULT).

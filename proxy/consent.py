@@ -76,13 +76,17 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from .model import Event
 
 import pycountry
 
 __all__ = [
     "CONSENT_MODE_KEYS",
     "DEFAULT_POLICY",
+    "decide_consent",
     "EEA",
     "GOOGLE_GVL_ID",
     "GPC_PURPOSES",
@@ -879,3 +883,16 @@ def gate(
     ):
         refused.append(f"TCF vendor {tcf_vendor} has no consent in the TC string")
     return "consent: " + "; ".join(refused) if refused else None
+
+
+def decide_consent(events: Sequence[Event], policy: ConsentPolicy) -> None:
+    """Events that carry their own signals (server events, imports, ``tagrelay try``).
+
+    Each event's ``context.consent`` counts as the site's consent call; the
+    regional default fills in what it leaves open. The decision is stored on
+    the event's context, as the collection endpoint stores a hit's.
+    """
+    for event in events:
+        ctx = event.context
+        consent = resolve(ConsentSignals(collector=dict(ctx.consent)), ctx.geo.country if ctx.geo else None, policy)
+        ctx.consent, ctx.consent_state = consent.as_dict(), consent

@@ -34,7 +34,7 @@ import re2  # type: ignore[import-untyped]  # google-re2 ships no type hints
 
 from .consent import PURPOSES, gate
 from .mapping import Mapping, compile_mapping, flatten
-from .model import Event, event_view
+from .model import Event, Geo, event_view
 from .vendors import ADAPTERS
 from .vendors.base import Adapter, ConfigError
 
@@ -47,28 +47,27 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _PURPOSES = PURPOSES
 # Top-level keys of proxy.model.event_view, and which of them are tables
 # with a fixed set of keys (so that a typo such as "page.hots" is caught).
-_VIEW_KEYS: dict[str, frozenset[str] | None] = {
-    "event": frozenset(),
-    "name": frozenset(),
-    "id": frozenset(),
-    "time": frozenset(),
-    "source": frozenset(),
-    "action_source": frozenset(),
-    "bot": frozenset(),
-    "bot_score": frozenset(),
-    "bot_reasons": frozenset(),
-    "page": frozenset({"url", "referrer", "title", "host", "path", "query"}),
-    "user": frozenset({"id", "anonymous_id", "has"}),
-    "ua": frozenset(
-        {"browser", "browser_version", "os", "os_version", "device", "device_brand",
-         "device_model", "category", "is_bot", "bot_reason"}
-    ),
-    "geo": frozenset(
-        {"country", "region", "region_name", "city", "postal_code", "continent", "time_zone"}
-    ),
-    "params": None,  # anything
-    "context": None,
-}
+def _view_keys() -> dict[str, frozenset[str] | None]:
+    """What a match key may name, read off :func:`proxy.model.event_view` itself.
+
+    A table with fixed fields (page, user, ua, geo) lists them, so that a typo
+    such as "page.hots" is caught at load; params and context are free-form
+    (None); plain values have no fields (empty).
+    """
+    sample = Event(name="x", id="x", time=0.0)
+    sample.context.geo = Geo()
+    keys: dict[str, frozenset[str] | None] = {}
+    for key, value in event_view(sample).items():
+        if key in ("params", "context"):
+            keys[key] = None
+        elif isinstance(value, dict):
+            keys[key] = frozenset(value)
+        else:
+            keys[key] = frozenset()
+    return keys
+
+
+_VIEW_KEYS = _view_keys()
 
 
 class RulesError(Exception):
