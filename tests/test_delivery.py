@@ -156,3 +156,36 @@ def test_webhook_header_with_a_newline_is_a_config_error():
 
     with pytest.raises(ConfigError, match="control characters"):
         Webhook("h", {"url": "http://127.0.0.1:9/x", "headers": {"X-Token": "a\nb"}})
+
+
+async def test_accepted_rows_are_sent_from_memory_without_claiming_them_back(aiohttp_server, tmp_path):
+    """Rows this process commits go to their lane in memory: after the lane's first look, no claim is needed."""
+    hook, url = await hook_server(aiohttp_server)
+    outbox = Outbox(tmp_path / "outbox.sqlite3")
+    await outbox.open()
+    claims = []
+    real_claim = outbox.claim
+
+    async def counting_claim(*args, **kwargs):
+        claims.append(args)
+        return await real_claim(*args, **kwargs)
+
+    outbox.claim = counting_claim  # type: ignore[method-assign]
+    d = Delivery({"hook": Webhook("hook", {"url": url})}, outbox, timeout_secs=2, poll_secs=60)
+    await d.start()
+    for i in range(3):
+        await d.accept([row(i)])
+        assert await d.wait_idle(5)
+    await d.stop()
+    assert len(hook.bodies) == 3
+    assert len(claims) == 1  # the look at start, for rows left from before
+
+
+async def test_a_lane_does_not_send_rows_held_past_half_their_lease(tmp_path):
+    """A row held in memory for half its lease is left to the outbox: once the lease ends anyone may claim it."""
+    outbox = Outbox(tmp_path / "outbox.sqlite3", lease_secs=10)
+    d = Delivery({"hook": Webhook("hook", {"url": "http://127.0.0.1:9/hook"})}, outbox)
+    lane = d._lanes["hook"]
+    now = time.time()
+    lane.fresh.extend([Row(1, "hook", "old", now, "", {}, 0, now - 6), Row(2, "hook", "new", now, "", {}, 0, now - 1)])
+    assert [r.event_id for r in d._take_fresh(lane, 10, now)] == ["new"]

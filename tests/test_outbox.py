@@ -173,3 +173,32 @@ async def test_an_outbox_already_full_at_open_says_so(tmp_path):
     await again.open()
     assert "limit is 1" in again.full_reason
     await again.close()
+
+
+async def test_put_hands_back_the_rows_it_leased_to_this_process(outbox):
+    """Rows put for a destination in ``lease`` come back with their IDs, leased here; the rest wait to be claimed."""
+    mine = await outbox.put([q(1, "meta"), q(2, "ga4"), q(3, "meta")], lease=["meta"])
+    assert [(r.event_id, r.payload, r.attempts) for r in mine] == [("e1", {"n": 1}, 0), ("e3", {"n": 3}, 0)]
+    now = mine[0].created
+    assert await outbox.claim("meta", 10, now=now + 1) == []  # nobody else takes them while leased
+    assert [r.event_id for r in await outbox.claim("ga4", 10, now=now + 1)] == ["e2"]
+    await outbox.ack(mine)
+    assert "meta" not in await outbox.depth()  # the IDs handed back are the rows' own
+
+
+async def test_rows_leased_at_put_are_claimable_once_the_lease_ends(outbox):
+    """A worker that leased rows at put and died leaves them to be claimed after the lease."""
+    mine = await outbox.put([q(1)], lease=["meta"])
+    later = mine[0].created + 61
+    assert [r.event_id for r in await outbox.claim("meta", 10, now=later)] == ["e1"]
+
+
+async def test_two_outboxes_on_one_file_commit_every_put(tmp_path):
+    """Two processes' outboxes share a file: concurrent puts from both all commit."""
+    a, b = Outbox(tmp_path / "o.sqlite3"), Outbox(tmp_path / "o.sqlite3")
+    await a.open()
+    await b.open()
+    await asyncio.gather(*(box.put([q(i)]) for i in range(300) for box in (a, b)))
+    assert (await a.depth())["meta"][0] == 600
+    await a.close()
+    await b.close()

@@ -1,7 +1,9 @@
 """Per-destination workers that send what the outbox holds.
 
-Each destination has one lane: a task that claims due rows from the outbox,
-groups them by the adapter's ``batch_key`` into requests of at most
+Each destination has one lane: a task that takes the rows this process has
+just committed (leased to it at commit, handed over in memory) and claims
+the others that are due from the outbox (retries, rows left by a stopped
+process, backlog), groups them by the adapter's ``batch_key`` into requests of at most
 ``batch_size`` payloads (and ``max_batch_bytes``), and sends them with at most
 ``concurrency`` requests in flight, over one pooled HTTP session. The
 adapter classifies each answer; :class:`~proxy.delivery.retry.RetryPolicy`
@@ -16,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -33,6 +35,9 @@ log = logging.getLogger("proxy.delivery")
 
 _MAX_ANSWER_BYTES = 64 * 1024
 _LINGER_SECS = 0.05
+# Rows a lane holds in memory at most; beyond it new rows wait in the outbox
+# to be claimed (a vendor down for long must not grow the heap).
+_FRESH_CAP = 10_000
 _LOG_ANSWER_CHARS = 300
 @dataclass(slots=True)
 class Breaker:
@@ -81,6 +86,8 @@ class _Lane:
     breaker: Breaker = field(default_factory=Breaker)
     task: asyncio.Task[None] | None = None
     retired: bool = False  # the rules no longer have this destination
+    fresh: deque[Row] = field(default_factory=deque)  # committed, leased to us, not yet sent
+    claim_due: float = 0.0  # when to look in the outbox for rows not held in memory
 
 
 class Delivery:
@@ -126,12 +133,41 @@ class Delivery:
             lane.task = asyncio.create_task(self._work(lane), name=f"delivery:{lane.name}")
 
     async def accept(self, rows: Sequence[QueuedRow], ledger: Sequence[LedgerRow] = ()) -> None:
-        """Make ``rows`` durable, then wake their lanes. Raises OutboxFull/OutboxError."""
-        await self.outbox.put(rows, ledger)
+        """Make ``rows`` durable, then hand them to their lanes. Raises OutboxFull/OutboxError."""
+        now = time.time()
+        lease = [name for name, lane in self._lanes.items() if self._takes_fresh(lane, now)]
+        mine = await self.outbox.put(rows, ledger, lease)
+        stray: list[Row] = []
+        for row in mine:
+            lane = self._lanes.get(row.destination)
+            if lane is None or lane.retired or self._stopping:
+                stray.append(row)  # the rules changed or we are stopping meanwhile
+            else:
+                lane.fresh.append(row)
+        if stray:
+            await self.outbox.release(stray)
         for name in {r.destination for r in rows}:
             lane = self._lanes.get(name)
             if lane is not None:
                 lane.wake.set()
+
+    def _takes_fresh(self, lane: _Lane, now: float) -> bool:
+        return not (self._stopping or lane.retired or lane.breaker.blocked(now)) and len(lane.fresh) < _FRESH_CAP
+
+    def _take_fresh(self, lane: _Lane, most: int, now: float) -> list[Row]:
+        """Up to ``most`` rows from memory, skipping any whose lease is half over.
+
+        Such a row stays in the outbox, leased to us; once its lease ends it
+        is claimed like any other, so it is never sent by two processes.
+        """
+        stale_before = now - self.outbox.lease_secs / 2
+        rows: list[Row] = []
+        fresh = lane.fresh
+        while fresh and len(rows) < most:
+            row = fresh.popleft()
+            if row.created >= stale_before:
+                rows.append(row)
+        return rows
 
     def breaker_open(self) -> dict[str, float]:
         now = time.time()
@@ -215,18 +251,25 @@ class Delivery:
                 await self._nap(lane, wait)
                 continue
             want = 1 if lane.breaker.probing else adapter.batch_size * self._concurrency
-            try:
-                rows = await self.outbox.claim(lane.name, want, now)
-            except OutboxError:
-                rows = []
+            rows: list[Row] = []
+            if now >= lane.claim_due:
+                # Oldest first: rows that only the outbox holds (retries,
+                # backlog, rows of a stopped process), then those in memory.
+                try:
+                    rows = await self.outbox.claim(lane.name, want, now)
+                except OutboxError:
+                    rows = []
+                lane.claim_due = now if len(rows) == want else now + self._poll
+            rows += self._take_fresh(lane, want - len(rows), now)
             if not rows:
-                await self._nap(lane, self._poll)
+                await self._nap(lane, max(0.0, lane.claim_due - time.time()))
                 continue
             if len(rows) < want:
-                # A partial claim means the lane has caught up: let the next
-                # events gather for a moment, so that under load each claim,
-                # request and acknowledgement carries many events, not one.
+                # The lane has caught up: let the next events gather for a
+                # moment, so that under load each request and acknowledgement
+                # carries many events, not one.
                 await asyncio.sleep(_LINGER_SECS)
+                rows += self._take_fresh(lane, want - len(rows), time.time())
             try:
                 chunks = _plan(rows, adapter)
             except Exception:  # an adapter bug must not stop the lane
@@ -243,6 +286,11 @@ class Delivery:
                 self._inflight.add(task)
                 task.add_done_callback(self._inflight.discard)
                 task.add_done_callback(lambda _t: limit.release())
+        if lane.fresh and not self._stopping:
+            # Retired by a rules reload: give back what it held (at a stop,
+            # Delivery.stop gives back everything this process leased).
+            held, lane.fresh = list(lane.fresh), deque()
+            await self.outbox.release(held)
 
     async def _nap(self, lane: _Lane, secs: float) -> None:
         lane.wake.clear()
