@@ -324,9 +324,9 @@ class Outbox:
         values = []
         for rows, _, lease, _ in batch:
             for r in rows:
-                mine = r.destination in lease
+                leased = r.destination in lease
                 values.append((r.destination, r.event_id, r.event_time, r.batch_key, _json(r.payload), now,
-                               until if mine else 0.0, pid if mine else 0))  # fmt: skip
+                               until if leased else 0.0, pid if leased else 0))  # fmt: skip
         try:
             with self._tx() as db:
                 # Under the write lock, SQLite numbers new rows max(id) + 1,
@@ -354,7 +354,7 @@ class Outbox:
         out: list[list[Row]] = []
         i = first
         for rows, _, lease, _ in batch:
-            mine = []
+            mine: list[Row] = []
             for r in rows:
                 if numbered and r.destination in lease:
                     data = values[i - first][4]
@@ -430,10 +430,11 @@ class Outbox:
         try:
             with self._tx() as db:
                 cur = db.execute("UPDATE outbox SET leased_until = 0, leased_by = 0 WHERE leased_by = ?", (os.getpid(),))
+                released: int = cur.rowcount
         except sqlite3.Error as exc:
             log.error("outbox %s: cannot release this process's rows: %s", self.path, exc)
             return 0
-        return cur.rowcount
+        return released
 
     async def bury(self, rows: Sequence[Row], reason: str, answer: str, ledger: Sequence[LedgerRow] = ()) -> None:
         """Move rows to the dead letters with the vendor's answer."""
