@@ -90,8 +90,14 @@ http {
 
 
 def run_bare(port: int) -> None:
-    """One bare aiohttp process answering 204 to everything (SO_REUSEPORT)."""
+    """One bare aiohttp process answering 204 to everything (SO_REUSEPORT).
+
+    On the same event loop as ``tagrelay serve`` (uvloop where installed), so
+    that the ratio compares the pipeline's work, not the loops.
+    """
     from aiohttp import web
+
+    from proxy.cli import _event_loop
 
     async def ok(request: web.Request) -> web.Response:
         await request.read()
@@ -99,7 +105,7 @@ def run_bare(port: int) -> None:
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", ok)
-    web.run_app(app, host="127.0.0.1", port=port, reuse_port=True, print=None, access_log=None)
+    web.run_app(app, host="127.0.0.1", port=port, reuse_port=True, print=None, access_log=None, loop=_event_loop())
 
 
 def run_standins(meta_port: int, ga4_port: int) -> None:

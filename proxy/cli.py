@@ -160,6 +160,16 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
+def _event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop where it is installed (Linux, macOS): the same asyncio API, cheaper per request and per socket."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
+
+
 def _run_worker(settings: Settings, announce: bool = True, reuse_port: bool = False) -> int:
     """Run one server process until it is told to stop."""
     from aiohttp import web
@@ -185,6 +195,7 @@ def _run_worker(settings: Settings, announce: bool = True, reuse_port: bool = Fa
 
         web.run_app(
             app,
+            loop=_event_loop(),
             access_log_class=AccessLogger,  # no query strings or raw referrers in the access log
             host=settings.host,
             port=settings.port,
