@@ -427,6 +427,10 @@ async def _accept(
         )
     response = web.Response(status=204, headers=_NO_STORE)
     for c in cookies:
+        header = c.header(settings.cookie_secure)
+        if header is not None:
+            response.headers.add("Set-Cookie", header)
+            continue
         response.set_cookie(
             c.name,
             c.value,

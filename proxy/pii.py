@@ -33,6 +33,7 @@ Nothing here logs a removed value; counts only, at DEBUG.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import itertools
 import logging
@@ -131,6 +132,7 @@ def _words(name: str) -> list[str]:
     return [w.lower() for w in _WORD_RE.findall(name)]
 
 
+@functools.lru_cache(maxsize=4096)  # names repeat from hit to hit; bounded, visitors choose them
 def is_pii_name(name: str, *, in_url: bool = False) -> bool:
     """Whether a parameter called ``name`` carries PII by its name alone.
 

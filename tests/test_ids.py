@@ -498,3 +498,17 @@ class TestClickCookie:
         """_ttp and _scid from a pixel kept beside are passed on; absent ones are not invented."""
         ids, _ = resolve_ids({"_ttp": "2F7h37YkS1j57AYSKTI7IHhJPYH"}, "shop.example.com", {}, 1_700_000_000)
         assert ids["ttp"] == "2F7h37YkS1j57AYSKTI7IHhJPYH" and "scid" not in ids
+
+
+def test_set_cookie_header_is_written_directly_for_plain_values():
+    """A plain value gets the header aiohttp would write; the attributes are RFC 6265's."""
+    spec = CookieSpec("_fbc", "fb.1.1700000000000.IwAR2x", "example.com", 7776000, False)
+    assert spec.header(secure=True) == "_fbc=fb.1.1700000000000.IwAR2x; Domain=example.com; Max-Age=7776000; Path=/; SameSite=Lax; Secure"
+    host_only = CookieSpec("tr_vid", "abc", None, 100, True)
+    assert host_only.header(secure=False) == "tr_vid=abc; HttpOnly; Max-Age=100; Path=/; SameSite=Lax"
+
+
+@pytest.mark.parametrize("value", ["a b", 'x"y', "", "caf\u00e9"])
+def test_set_cookie_header_leaves_values_that_need_quoting_to_aiohttp(value):
+    """Values http.cookies would quote are not written by hand (the caller falls back to set_cookie)."""
+    assert CookieSpec("_fbc", value, None, 100, False).header(secure=True) is None

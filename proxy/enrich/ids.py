@@ -89,6 +89,8 @@ _GA_RE = re.compile(r"(?:GA)?[0-9]+\.[0-9]+(?:-[0-9]+)?\.([0-9]{1,20})\.([0-9]{1
 _SESSION_RE = re.compile(r"([0-9]{1,12})\.([0-9]{1,9})\.([0-9]{1,12})")
 # The Parameter Builder's 2-character language tokens (base64url of 1..6).
 _LANGUAGE_TOKENS = frozenset({"AQ", "Ag", "Aw", "BA", "BQ", "Bg"})
+# What http.cookies writes unquoted; a value of only these needs no quoting.
+_PLAIN_COOKIE_RE = re.compile(r"[A-Za-z0-9!#$%&'*+\-.^_`|~:]*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +102,24 @@ class CookieSpec:
     domain: str | None
     max_age_secs: int
     http_only: bool
+
+    def header(self, secure: bool) -> str | None:
+        """The Set-Cookie value, as aiohttp's ``set_cookie`` would write it; None when the value needs quoting.
+
+        Writing it directly skips http.cookies' Morsel machinery, a few
+        percent of each hit's CPU.
+        """
+        if not (self.value and _PLAIN_COOKIE_RE.fullmatch(self.value) and _PLAIN_COOKIE_RE.fullmatch(self.domain or "")):
+            return None
+        parts = [f"{self.name}={self.value}"]
+        if self.domain:
+            parts.append(f"Domain={self.domain}")
+        if self.http_only:
+            parts.append("HttpOnly")
+        parts.append(f"Max-Age={self.max_age_secs}; Path=/; SameSite=Lax")
+        if secure:
+            parts.append("Secure")
+        return "; ".join(parts)
 
 
 def _bare_host(host: str) -> str | None:
