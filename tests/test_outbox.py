@@ -202,3 +202,46 @@ async def test_two_outboxes_on_one_file_commit_every_put(tmp_path):
     assert (await a.depth())["meta"][0] == 600
     await a.close()
     await b.close()
+
+
+async def test_trace_follows_an_event_from_acceptance_through_each_attempt(outbox):
+    """Entries added at delivery point at the event's first entry; trace finds them all and no one else's."""
+    await outbox.put(
+        [q(1), q(2)],
+        [LedgerRow("e1", 10.0, "meta", "queued", "route 'a'"), LedgerRow("e1", 10.0, "tiktok", "skipped", "no consent"),
+         LedgerRow("e2", 10.0, "meta", "queued", "route 'a'")],
+    )  # fmt: skip
+    first = await outbox.claim("meta", 1, now=2000.0)
+    await outbox.retry(first, 2001.0, [LedgerRow("e1", 11.0, "meta", "retry", "http 503", first[0].ledger_ref)])
+    again = [r for r in await outbox.claim("meta", 10, now=2002.0) if r.event_id == "e1"]
+    await outbox.ack(again, [LedgerRow("e1", 12.0, "meta", "sent", "http 200", again[0].ledger_ref)])
+    assert [(r.destination, r.what) for r in await outbox.trace("e1")] == [
+        ("meta", "queued"), ("tiktok", "skipped"), ("meta", "retry"), ("meta", "sent")]  # fmt: skip
+    assert [r.what for r in await outbox.trace("e2")] == ["queued"]
+
+
+async def test_an_outbox_file_of_the_earlier_layout_is_upgraded_in_place(tmp_path):
+    """A file written before ledger anchors existed opens, keeps its rows, and traces its old entries."""
+    path = tmp_path / "o.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript("""
+        CREATE TABLE outbox (id INTEGER PRIMARY KEY, destination TEXT NOT NULL, event_id TEXT NOT NULL,
+            event_time REAL NOT NULL, batch_key TEXT NOT NULL, payload BLOB NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0, not_before REAL NOT NULL DEFAULT 0,
+            leased_until REAL NOT NULL DEFAULT 0, leased_by INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL);
+        CREATE TABLE ledger (event_id TEXT NOT NULL, at REAL NOT NULL, destination TEXT NOT NULL,
+            what TEXT NOT NULL, detail TEXT NOT NULL);
+        CREATE INDEX ledger_by_event ON ledger (event_id, at);
+        CREATE INDEX ledger_by_time ON ledger (at);
+        INSERT INTO outbox (destination, event_id, event_time, batch_key, payload, created)
+            VALUES ('meta', 'old', 1.0, '', '{"n": 0}', 1.0);
+        INSERT INTO ledger VALUES ('old', 1.0, 'meta', 'queued', 'route ''a''');
+        INSERT INTO ledger VALUES ('old', 2.0, 'meta', 'retry', 'http 503');
+    """)
+    db.close()
+    box = Outbox(path)
+    await box.open()
+    assert [r.what for r in await box.trace("old")] == ["queued", "retry"]
+    (row,) = await box.claim("meta", 10, now=2000.0)
+    assert (row.event_id, row.payload, row.ledger_ref) == ("old", {"n": 0}, 0)
+    await box.close()

@@ -71,7 +71,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     not_before REAL NOT NULL DEFAULT 0,
     leased_until REAL NOT NULL DEFAULT 0,
     leased_by INTEGER NOT NULL DEFAULT 0,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    ledger_ref INTEGER NOT NULL DEFAULT 0  -- rowid of the event's ledger anchor; 0: none
 );
 -- In id order per destination, so a claim reads the oldest rows and stops
 -- at its limit (an index led by not_before made SQLite sort every claim).
@@ -95,11 +96,29 @@ CREATE TABLE IF NOT EXISTS ledger (
     at REAL NOT NULL,
     destination TEXT NOT NULL,
     what TEXT NOT NULL,
-    detail TEXT NOT NULL
+    detail TEXT NOT NULL,
+    ref INTEGER  -- NULL: an event's first entry (its anchor); else the anchor's rowid
 );
-CREATE INDEX IF NOT EXISTS ledger_by_event ON ledger (event_id, at);
-CREATE INDEX IF NOT EXISTS ledger_by_time ON ledger (at);
 """
+
+# Indexes after the columns they need exist (older files gain them in _migrate).
+# Only an event's anchor is indexed by its (random) event ID; the entries
+# that follow point at the anchor's rowid, a key that only grows, so their
+# index inserts append instead of landing on random pages. The ledger is the
+# bulk of each hit's writes: this made it about four times cheaper. Pruning
+# walks rowids, which follow time, so no index on time is needed.
+_INDEXES = """
+DROP INDEX IF EXISTS ledger_by_event;
+DROP INDEX IF EXISTS ledger_by_time;
+CREATE INDEX IF NOT EXISTS ledger_anchor ON ledger (event_id) WHERE ref IS NULL;
+CREATE INDEX IF NOT EXISTS ledger_by_ref ON ledger (ref) WHERE ref IS NOT NULL;
+"""
+
+_MIGRATIONS = (
+    ("outbox", "ledger_ref", "ALTER TABLE outbox ADD COLUMN ledger_ref INTEGER NOT NULL DEFAULT 0"),
+    ("ledger", "ref", "ALTER TABLE ledger ADD COLUMN ref INTEGER"),
+)
+
 
 
 class OutboxError(Exception):
@@ -134,6 +153,7 @@ class Row:
     attempts: int
     created: float = 0.0
     size: int = 0  # bytes of the payload's JSON as stored (for request size limits)
+    ledger_ref: int = 0  # the event's ledger anchor, for the entries its delivery adds
 
 
 @dataclass(slots=True, frozen=True)
@@ -155,6 +175,7 @@ class LedgerRow:
     destination: str  # "" for event-level entries
     what: str  # queued, skipped, sent, retry, dead, replayed
     detail: str
+    ref: int = 0  # the rowid of the event's anchor entry; 0 makes this entry an anchor
 
 
 class OutboxEngine(Protocol):
@@ -209,6 +230,10 @@ class Outbox:
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=10000")
             db.executescript(_SCHEMA)
+            for table, column, ddl in _MIGRATIONS:
+                if column not in {r[1] for r in db.execute(f"PRAGMA table_info({table})")}:
+                    db.execute(ddl)
+            db.executescript(_INDEXES)
             self._lock_fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except (OSError, sqlite3.Error) as exc:
             raise OutboxError(f"outbox {str(self.path)!r}: cannot open: {exc}") from None
@@ -329,15 +354,16 @@ class Outbox:
                                until if leased else 0.0, pid if leased else 0))  # fmt: skip
         try:
             with self._tx() as db:
+                anchors = _insert_accepted_ledger(db, [entry for _, ledger, _, _ in batch for entry in ledger])
+                rows_values = [(*v, anchors.get(v[1], 0)) for v in values]
                 # Under the write lock, SQLite numbers new rows max(id) + 1,
                 # + 2, ... in insert order; the check below confirms it.
                 first = db.execute("SELECT coalesce(max(id), 0) + 1 FROM outbox").fetchone()[0]
                 db.executemany(
                     "INSERT INTO outbox (destination, event_id, event_time, batch_key, payload, created,"
-                    " leased_until, leased_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    values,
+                    " leased_until, leased_by, ledger_ref) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    rows_values,
                 )
-                _insert_ledger(db, [entry for _, ledger, _, _ in batch for entry in ledger])
                 numbered = db.execute("SELECT coalesce(max(id), 0) FROM outbox").fetchone()[0] == first + len(values) - 1
                 if not numbered:
                     # Not the IDs this process expects: leave the rows to be claimed.
@@ -357,8 +383,8 @@ class Outbox:
             mine: list[Row] = []
             for r in rows:
                 if numbered and r.destination in lease:
-                    data = values[i - first][4]
-                    mine.append(Row(i, r.destination, r.event_id, r.event_time, r.batch_key, orjson.loads(data), 0, now, len(data)))
+                    v = rows_values[i - first]
+                    mine.append(Row(i, r.destination, r.event_id, r.event_time, r.batch_key, orjson.loads(v[4]), 0, now, len(v[4]), v[8]))
                 i += 1
             out.append(mine)
         return out
@@ -377,13 +403,13 @@ class Outbox:
                     "UPDATE outbox SET leased_until = ?, leased_by = ? WHERE id IN ("
                     " SELECT id FROM outbox WHERE destination = ? AND not_before <= ? AND leased_until <= ?"
                     " ORDER BY id LIMIT ?)"
-                    " RETURNING id, destination, event_id, event_time, batch_key, payload, attempts, created",
+                    " RETURNING id, destination, event_id, event_time, batch_key, payload, attempts, created, ledger_ref",
                     (now + self.lease_secs, os.getpid(), destination, now, now, limit),
                 ).fetchall()
         except sqlite3.Error as exc:
             log.error("outbox %s: cannot claim rows for %s: %s", self.path, destination, exc)
             return []
-        rows = [Row(i, d, e, t, k, orjson.loads(p), a, c, len(p)) for i, d, e, t, k, p, a, c in found]
+        rows = [Row(i, d, e, t, k, orjson.loads(p), a, c, len(p), ref) for i, d, e, t, k, p, a, c, ref in found]
         rows.sort(key=lambda r: r.id)
         return rows
 
@@ -565,10 +591,14 @@ class Outbox:
 
     def _trace(self, event_id: str) -> list[LedgerRow]:
         rows = self._conn().execute(
-            "SELECT event_id, at, destination, what, detail FROM ledger WHERE event_id = ? ORDER BY at, rowid",
+            "WITH anchors AS (SELECT rowid AS rid FROM ledger WHERE event_id = ? AND ref IS NULL)"
+            " SELECT event_id, at, destination, what, detail, rowid FROM ledger WHERE rowid IN (SELECT rid FROM anchors)"
+            " UNION ALL"
+            " SELECT event_id, at, destination, what, detail, rowid FROM ledger WHERE ref IN (SELECT rid FROM anchors)"
+            " ORDER BY at, rowid",
             (event_id,),
         ).fetchall()
-        return [LedgerRow(*r) for r in rows]
+        return [LedgerRow(*r[:5]) for r in rows]
 
     async def prune_ledger(self, now: float | None = None) -> int:
         cutoff = (time.time() if now is None else now) - self.ledger_retention_secs
@@ -576,8 +606,16 @@ class Outbox:
         return result
 
     def _prune(self, cutoff: float) -> int:
+        """Remove entries older than ``cutoff``: rowids follow time, so everything below the first kept rowid.
+
+        An event whose anchor is pruned while a later entry is kept (a retry
+        days after) can no longer be traced; those entries go at the next prune.
+        """
         with self._tx() as db:
-            return int(db.execute("DELETE FROM ledger WHERE at < ?", (cutoff,)).rowcount)
+            kept = db.execute("SELECT rowid FROM ledger WHERE at >= ? ORDER BY rowid LIMIT 1", (cutoff,)).fetchone()
+            if kept is None:
+                return int(db.execute("DELETE FROM ledger").rowcount)
+            return int(db.execute("DELETE FROM ledger WHERE rowid < ?", (kept[0],)).rowcount)
 
 
 def _json(payload: dict[str, Any] | bytes) -> bytes:
@@ -600,11 +638,30 @@ def _alive(pid: int) -> bool:
 
 
 def _insert_ledger(db: sqlite3.Connection, ledger: Sequence[LedgerRow]) -> None:
+    """Entries about events already in the ledger (deliveries): each points at its event's anchor."""
     if ledger:
         db.executemany(
-            "INSERT INTO ledger (event_id, at, destination, what, detail) VALUES (?, ?, ?, ?, ?)",
-            [(e.event_id, e.at, e.destination, e.what, e.detail) for e in ledger],
+            "INSERT INTO ledger (event_id, at, destination, what, detail, ref) VALUES (?, ?, ?, ?, ?, ?)",
+            [(e.event_id, e.at, e.destination, e.what, e.detail, e.ref or None) for e in ledger],
         )
+
+
+def _insert_accepted_ledger(db: sqlite3.Connection, ledger: Sequence[LedgerRow]) -> dict[str, int]:
+    """Entries of newly accepted events: the first per event is its anchor. Returns each event's anchor rowid."""
+    anchors: dict[str, int] = {}
+    rest: list[LedgerRow] = []
+    for e in ledger:
+        ref = anchors.get(e.event_id)
+        if ref is None:
+            cur = db.execute(
+                "INSERT INTO ledger (event_id, at, destination, what, detail) VALUES (?, ?, ?, ?, ?)",
+                (e.event_id, e.at, e.destination, e.what, e.detail),
+            )
+            anchors[e.event_id] = int(cur.lastrowid or 0)
+        else:
+            rest.append(LedgerRow(e.event_id, e.at, e.destination, e.what, e.detail, ref))
+    _insert_ledger(db, rest)
+    return anchors
 
 
 def _dead_filter(destination: str | None, since: float | None, until: float | None) -> tuple[str, list[Any]]:

@@ -326,7 +326,7 @@ class Delivery:
             latency = m.latency.labels(name)
             for r in rows:
                 latency.observe(max(0.0, now - r.created))
-            await self.outbox.ack(rows, [LedgerRow(r.event_id, now, name, "sent", outcome.reason) for r in rows])
+            await self.outbox.ack(rows, [LedgerRow(r.event_id, now, name, "sent", outcome.reason, r.ledger_ref) for r in rows])
             return
         if outcome.verdict is Verdict.FINAL:
             if len(rows) > 1:
@@ -361,7 +361,7 @@ class Delivery:
                 "destination %s: %d event(s) will be retried in %.1fs (attempt %d): %s %s",
                 name, len(keep), delay, attempts, outcome.reason, answer,
             )
-            ledger = [LedgerRow(r.event_id, now, name, "retry", f"attempt {attempts}: {outcome.reason}") for r, _ in keep]
+            ledger = [LedgerRow(r.event_id, now, name, "retry", f"attempt {attempts}: {outcome.reason}", r.ledger_ref) for r, _ in keep]
             await self.outbox.retry([r for r, _ in keep], now + delay, ledger)
 
     async def _bury(self, lane: _Lane, rows: list[Row], reason: str, answer: str) -> None:
@@ -371,7 +371,7 @@ class Delivery:
             lane.name, len(rows), reason, answer,
         )
         now = time.time()
-        ledger = [LedgerRow(r.event_id, now, lane.name, "dead", f"{reason} {answer}".strip()) for r in rows]
+        ledger = [LedgerRow(r.event_id, now, lane.name, "dead", f"{reason} {answer}".strip(), r.ledger_ref) for r in rows]
         await self.outbox.bury(rows, reason, answer, ledger)
 
     async def _http(self, adapter: Adapter, payloads: list[dict[str, Any]]) -> tuple[Outcome, str]:
