@@ -245,3 +245,10 @@ async def test_an_outbox_file_of_the_earlier_layout_is_upgraded_in_place(tmp_pat
     (row,) = await box.claim("meta", 10, now=2000.0)
     assert (row.event_id, row.payload, row.ledger_ref) == ("old", {"n": 0}, 0)
     await box.close()
+
+
+async def test_acknowledgements_and_puts_arriving_together_all_commit(outbox):
+    """Acks from many requests and new puts are committed together; none is lost."""
+    leased = await outbox.put([q(i) for i in range(100)], lease=["meta"])
+    await asyncio.gather(*(outbox.ack([r]) for r in leased), *(outbox.put([q(i, "ga4")]) for i in range(100)))
+    assert await outbox.depth() == {"ga4": (100, pytest.approx(0, abs=5))}

@@ -213,6 +213,7 @@ class Outbox:
         self._db: sqlite3.Connection | None = None
         self._lock_fd = -1
         self._pending: list[tuple[Sequence[QueuedRow], Sequence[LedgerRow], Collection[str], asyncio.Future[list[Row]]]] = []
+        self._acks: list[tuple[list[int], list[LedgerRow], asyncio.Future[None]]] = []
         self._flushing = False
         self._rows_estimate = 0
         self.full_reason = ""  # set while the outbox refuses new rows
@@ -260,7 +261,7 @@ class Outbox:
             log.info("outbox %s: released rows left leased by %d stopped process(es)", self.path, len(dead))
 
     async def close(self) -> None:
-        while self._flushing or self._pending:
+        while self._flushing or self._pending or self._acks:
             await asyncio.sleep(0.01)
         if self._db is not None:
             await self._run(self._db.close)
@@ -314,21 +315,31 @@ class Outbox:
             raise OutboxFull(self.full_reason)
         fut: asyncio.Future[list[Row]] = asyncio.get_running_loop().create_future()
         self._pending.append((rows, ledger, lease, fut))
+        self._kick()
+        return await fut
+
+    def _kick(self) -> None:
         if not self._flushing:
             self._flushing = True
             asyncio.get_running_loop().create_task(self._flush(), name="outbox-commit")
-        return await fut
 
     async def _flush(self) -> None:
+        """Commit what is waiting, puts and acknowledgements together, until nothing waits (group commit)."""
         try:
-            while self._pending:
+            while self._pending or self._acks:
                 batch, self._pending = self._pending, []
+                acks, self._acks = self._acks, []
+                ids = [i for got, _, _ in acks for i in got]
+                ledger = [entry for _, entries, _ in acks for entry in entries]
                 try:
-                    leased = await self._run(self._insert, batch)
+                    leased = await self._run(self._insert, batch, ids, ledger)
                 except OutboxError as exc:
                     for *_, fut in batch:
                         if not fut.done():
                             fut.set_exception(exc)
+                    if acks:
+                        # Not the acknowledgements' fault: try them alone.
+                        await self._run(self._ack, ids, ledger)
                 else:
                     self._rows_estimate += sum(len(rows) for rows, *_ in batch)
                     if self.full_reason and self._rows_estimate < self.max_rows:
@@ -336,13 +347,20 @@ class Outbox:
                     for (*_, fut), mine in zip(batch, leased):
                         if not fut.done():
                             fut.set_result(mine)
+                self._rows_estimate = max(0, self._rows_estimate - len(ids))
+                for *_, done in acks:
+                    if not done.done():
+                        done.set_result(None)
         finally:
             self._flushing = False
 
     def _insert(
-        self, batch: list[tuple[Sequence[QueuedRow], Sequence[LedgerRow], Collection[str], Any]]
+        self,
+        batch: list[tuple[Sequence[QueuedRow], Sequence[LedgerRow], Collection[str], Any]],
+        acked: Sequence[int] = (),
+        acked_ledger: Sequence[LedgerRow] = (),
     ) -> list[list[Row]]:
-        """One transaction for the puts in ``batch``; per put, the rows leased to this process."""
+        """One transaction for the puts in ``batch`` and the acknowledged rows; per put, the rows leased to this process."""
         now = time.time()
         pid = os.getpid()
         until = now + self.lease_secs
@@ -352,24 +370,32 @@ class Outbox:
                 leased = r.destination in lease
                 values.append((r.destination, r.event_id, r.event_time, r.batch_key, _json(r.payload), now,
                                until if leased else 0.0, pid if leased else 0))  # fmt: skip
+        first, numbered, rows_values = 0, False, []
         try:
             with self._tx() as db:
-                anchors = _insert_accepted_ledger(db, [entry for _, ledger, _, _ in batch for entry in ledger])
-                rows_values = [(*v, anchors.get(v[1], 0)) for v in values]
-                # Under the write lock, SQLite numbers new rows max(id) + 1,
-                # + 2, ... in insert order; the check below confirms it.
-                first = db.execute("SELECT coalesce(max(id), 0) + 1 FROM outbox").fetchone()[0]
-                db.executemany(
-                    "INSERT INTO outbox (destination, event_id, event_time, batch_key, payload, created,"
-                    " leased_until, leased_by, ledger_ref) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    rows_values,
-                )
-                numbered = db.execute("SELECT coalesce(max(id), 0) FROM outbox").fetchone()[0] == first + len(values) - 1
-                if not numbered:
-                    # Not the IDs this process expects: leave the rows to be claimed.
-                    db.execute(
-                        "UPDATE outbox SET leased_until = 0, leased_by = 0 WHERE created = ? AND leased_by = ?", (now, pid)
+                if acked or acked_ledger:
+                    _delete_acked(db, acked, acked_ledger)
+                if values:
+                    anchors = _insert_accepted_ledger(db, [entry for _, ledger, _, _ in batch for entry in ledger])
+                    rows_values = [(*v, anchors.get(v[1], 0)) for v in values]
+                    # Under the write lock, SQLite numbers new rows max(id) + 1,
+                    # + 2, ... in insert order; the check below confirms it.
+                    first = db.execute("SELECT coalesce(max(id), 0) + 1 FROM outbox").fetchone()[0]
+                    db.executemany(
+                        "INSERT INTO outbox (destination, event_id, event_time, batch_key, payload, created,"
+                        " leased_until, leased_by, ledger_ref) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        rows_values,
                     )
+                    last = db.execute("SELECT coalesce(max(id), 0) FROM outbox").fetchone()[0]
+                    numbered = last == first + len(values) - 1
+                    if not numbered:
+                        # Not the IDs this process expects: leave the rows to be claimed.
+                        db.execute(
+                            "UPDATE outbox SET leased_until = 0, leased_by = 0 WHERE created = ? AND leased_by = ?",
+                            (now, pid),
+                        )
+                else:
+                    _insert_accepted_ledger(db, [entry for _, ledger, _, _ in batch for entry in ledger])
         except sqlite3.Error as exc:
             if _is_full(exc):
                 self.full_reason = f"disk full: {exc}"
@@ -414,17 +440,21 @@ class Outbox:
         return rows
 
     async def ack(self, rows: Sequence[Row], ledger: Sequence[LedgerRow] = ()) -> None:
-        """The vendor took them: remove them."""
-        await self._run(self._ack, [r.id for r in rows], list(ledger))
-        self._rows_estimate = max(0, self._rows_estimate - len(rows))
+        """The vendor took them: remove them.
+
+        Committed with whatever else waits (other lanes' acknowledgements,
+        new hits): GA4 takes one event per request, and a transaction per
+        request was most of the outbox's work under load.
+        """
+        if not rows and not ledger:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._acks.append(([r.id for r in rows], list(ledger), fut))
+        self._kick()
+        await fut
 
     def _ack(self, ids: list[int], ledger: list[LedgerRow]) -> None:
-        def work(db: sqlite3.Connection) -> None:
-            for chunk in _id_chunks(ids):
-                db.execute(f"DELETE FROM outbox WHERE id IN ({','.join('?' * len(chunk))})", chunk)
-            _insert_ledger(db, ledger)
-
-        self._write(work)
+        self._write(lambda db: _delete_acked(db, ids, ledger))
 
     async def retry(self, rows: Sequence[Row], not_before: float, ledger: Sequence[LedgerRow] = ()) -> None:
         """Count a failed attempt and release the rows until ``not_before``."""
@@ -635,6 +665,12 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True  # exists, owned by someone else
     return True
+
+
+def _delete_acked(db: sqlite3.Connection, ids: Sequence[int], ledger: Sequence[LedgerRow]) -> None:
+    for chunk in _id_chunks(list(ids)):
+        db.execute(f"DELETE FROM outbox WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+    _insert_ledger(db, ledger)
 
 
 def _insert_ledger(db: sqlite3.Connection, ledger: Sequence[LedgerRow]) -> None:
