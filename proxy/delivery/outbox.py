@@ -9,21 +9,25 @@ One SQLite database (WAL mode) holds three tables:
   attempt and its answer), kept for ``ledger_retention_secs``.
 
 A hit is answered only after its rows are committed (:meth:`Outbox.put`).
-Puts that arrive while a commit is running are committed together in the
-next transaction (group commit), so one fsync-free WAL append serves many
-hits. SQLite's ``synchronous=NORMAL`` in WAL mode loses nothing when the
-process is killed; only an operating-system crash or power cut may lose the
-last transactions.
+Puts and acknowledgements that arrive while a commit is running are
+committed together in the next transaction (group commit), so one
+fsync-free WAL append serves many hits and many vendor answers. SQLite's
+``synchronous=NORMAL`` in WAL mode loses nothing when the process is killed;
+only an operating-system crash or power cut may lose the last transactions.
+
+Rows are committed already leased to the process that accepted them and
+handed to its lanes in memory; the database is read back only for what
+memory does not hold (retries, backlog, rows of a stopped process), by
+claiming rows with a lease. Rows whose lease ran out (their worker died) are
+claimed again. Delivery is therefore at least once: a worker killed after the
+vendor accepted a batch and before it recorded that will see the batch sent
+again, which vendors that deduplicate by event ID absorb.
 
 Several processes (``tagrelay serve --workers N``) share the file. Their
 write transactions take an ``flock`` on ``<outbox>.lock`` first: a waiting
 writer then wakes the moment the lock is free, where SQLite's own busy
 handler would sleep 1 ms, 2 ms, 5 ms... between tries and leave the cores
-idle under load. A worker
-claims rows with a lease; rows whose lease ran out (their worker died) are
-claimed again. Delivery is therefore at least once: a worker killed after the
-vendor accepted a batch and before it recorded that will see the batch sent
-again, which vendors that deduplicate by event ID absorb.
+idle under load.
 
 The engine is behind the small :class:`OutboxEngine` surface so that a
 shared engine (Redis streams, for replicas on several machines) can replace
