@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 
 import pytest
 
@@ -252,3 +253,38 @@ async def test_acknowledgements_and_puts_arriving_together_all_commit(outbox):
     leased = await outbox.put([q(i) for i in range(100)], lease=["meta"])
     await asyncio.gather(*(outbox.ack([r]) for r in leased), *(outbox.put([q(i, "ga4")]) for i in range(100)))
     assert await outbox.depth() == {"ga4": (100, pytest.approx(0, abs=5))}
+
+
+async def test_a_late_holder_cannot_acknowledge_a_row_someone_else_now_holds(outbox):
+    """Outcomes count only while the lease is still the holder's: row IDs come back once the newest row is gone."""
+    (late,) = await outbox.put([q(1)], lease=["meta"])
+    (second,) = await outbox.claim("meta", 10, now=late.leased_until + 1)  # the lease ended; someone claims it
+    await outbox.ack([second])
+    await outbox.put([q(2)])  # a new row, which SQLite numbers like the one just deleted
+    await outbox.ack([late])
+    await outbox.retry([late], 0.0)
+    await outbox.bury([late], "late", "")
+    assert [r.event_id for r in await outbox.claim("meta", 10, now=late.leased_until + 2)] == ["e2"]
+    assert await outbox.dead_letters() == []
+
+
+async def test_rows_the_rules_lost_are_left_to_a_worker_still_sending_them(outbox):
+    """bury_unknown takes only rows no one holds, and says so in the ledger."""
+    await outbox.put([q(1, "gone"), q(2, "gone")], [LedgerRow("e1", 10.0, "gone", "queued", "route 'a'")], lease=[])
+    held = await outbox.claim("gone", 1, now=time.time())  # another worker is sending e1
+    assert await outbox.bury_unknown(["meta"]) == {"gone": 1}
+    assert [d.event_id for d in await outbox.dead_letters()] == ["e2"]
+    await outbox.release(held)  # that worker reloads and gives it back
+    assert await outbox.bury_unknown(["meta"]) == {"gone": 1}
+    assert [(r.what, r.detail) for r in await outbox.trace("e1")] == [
+        ("queued", "route 'a'"), ("dead", "destination not in the rules")]  # fmt: skip
+
+
+async def test_pruning_every_entry_does_not_renumber_the_ledger(outbox):
+    """After a prune that finds every entry old, new entries still get new row numbers (no stranger's story joins)."""
+    await outbox.put([q(1)], [LedgerRow("e1", 10.0, "meta", "queued", "route 'a'")])
+    await outbox.prune_ledger(now=20.0 + outbox.ledger_retention_secs)
+    await outbox.put([q(2)], [LedgerRow("e2", 30.0, "meta", "queued", "route 'a'")])
+    (row,) = [r for r in await outbox.claim("meta", 10, now=2000.0) if r.event_id == "e1"]
+    await outbox.ack([row], [LedgerRow("e1", 31.0, "meta", "sent", "http 200", row.ledger_ref)])
+    assert [r.event_id for r in await outbox.trace("e2")] == ["e2"]

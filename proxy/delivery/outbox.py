@@ -158,6 +158,11 @@ class Row:
     created: float = 0.0
     size: int = 0  # bytes of the payload's JSON as stored (for request size limits)
     ledger_ref: int = 0  # the event's ledger anchor, for the entries its delivery adds
+    # When this process's lease on the row ends. With the process ID it is the
+    # row's owner token: outcomes are recorded only while the token still
+    # matches, so a late holder can never touch a row someone else now holds
+    # (row IDs are reused once the newest row is deleted).
+    leased_until: float = 0.0
 
 
 @dataclass(slots=True, frozen=True)
@@ -217,7 +222,7 @@ class Outbox:
         self._db: sqlite3.Connection | None = None
         self._lock_fd = -1
         self._pending: list[tuple[Sequence[QueuedRow], Sequence[LedgerRow], Collection[str], asyncio.Future[list[Row]]]] = []
-        self._acks: list[tuple[list[int], list[LedgerRow], asyncio.Future[None]]] = []
+        self._acks: list[tuple[list[tuple[int, float]], list[LedgerRow], asyncio.Future[None]]] = []
         self._flushing = False
         self._rows_estimate = 0
         self.full_reason = ""  # set while the outbox refuses new rows
@@ -361,7 +366,7 @@ class Outbox:
     def _insert(
         self,
         batch: list[tuple[Sequence[QueuedRow], Sequence[LedgerRow], Collection[str], Any]],
-        acked: Sequence[int] = (),
+        acked: Sequence[tuple[int, float]] = (),
         acked_ledger: Sequence[LedgerRow] = (),
     ) -> list[list[Row]]:
         """One transaction for the puts in ``batch`` and the acknowledged rows; per put, the rows leased to this process."""
@@ -414,7 +419,7 @@ class Outbox:
             for r in rows:
                 if numbered and r.destination in lease:
                     v = rows_values[i - first]
-                    mine.append(Row(i, r.destination, r.event_id, r.event_time, r.batch_key, orjson.loads(v[4]), 0, now, len(v[4]), v[8]))
+                    mine.append(Row(i, r.destination, r.event_id, r.event_time, r.batch_key, orjson.loads(v[4]), 0, now, len(v[4]), v[8], until))
                 i += 1
             out.append(mine)
         return out
@@ -427,6 +432,7 @@ class Outbox:
         return result
 
     def _claim(self, destination: str, limit: int, now: float) -> list[Row]:
+        until = now + self.lease_secs
         try:
             with self._tx() as db:
                 found = db.execute(
@@ -434,12 +440,12 @@ class Outbox:
                     " SELECT id FROM outbox WHERE destination = ? AND not_before <= ? AND leased_until <= ?"
                     " ORDER BY id LIMIT ?)"
                     " RETURNING id, destination, event_id, event_time, batch_key, payload, attempts, created, ledger_ref",
-                    (now + self.lease_secs, os.getpid(), destination, now, now, limit),
+                    (until, os.getpid(), destination, now, now, limit),
                 ).fetchall()
         except sqlite3.Error as exc:
             log.error("outbox %s: cannot claim rows for %s: %s", self.path, destination, exc)
             return []
-        rows = [Row(i, d, e, t, k, orjson.loads(p), a, c, len(p), ref) for i, d, e, t, k, p, a, c, ref in found]
+        rows = [Row(i, d, e, t, k, orjson.loads(p), a, c, len(p), ref, until) for i, d, e, t, k, p, a, c, ref in found]
         rows.sort(key=lambda r: r.id)
         return rows
 
@@ -453,22 +459,25 @@ class Outbox:
         if not rows and not ledger:
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._acks.append(([r.id for r in rows], list(ledger), fut))
+        self._acks.append(([(r.id, r.leased_until) for r in rows], list(ledger), fut))
         self._kick()
         await fut
 
-    def _ack(self, ids: list[int], ledger: list[LedgerRow]) -> None:
+    def _ack(self, ids: list[tuple[int, float]], ledger: list[LedgerRow]) -> None:
         self._write(lambda db: _delete_acked(db, ids, ledger))
 
     async def retry(self, rows: Sequence[Row], not_before: float, ledger: Sequence[LedgerRow] = ()) -> None:
         """Count a failed attempt and release the rows until ``not_before``."""
-        await self._run(self._retry, [r.id for r in rows], not_before, list(ledger))
+        await self._run(self._retry, [(r.id, r.leased_until) for r in rows], not_before, list(ledger))
 
-    def _retry(self, ids: list[int], not_before: float, ledger: list[LedgerRow]) -> None:
+    def _retry(self, held: list[tuple[int, float]], not_before: float, ledger: list[LedgerRow]) -> None:
+        pid = os.getpid()
+
         def work(db: sqlite3.Connection) -> None:
             db.executemany(
-                "UPDATE outbox SET attempts = attempts + 1, not_before = ?, leased_until = 0 WHERE id = ?",
-                [(not_before, i) for i in ids],
+                "UPDATE outbox SET attempts = attempts + 1, not_before = ?, leased_until = 0, leased_by = 0"
+                " WHERE id = ? AND leased_by = ? AND leased_until = ?",
+                [(not_before, i, pid, until) for i, until in held],
             )
             _insert_ledger(db, ledger)
 
@@ -478,7 +487,10 @@ class Outbox:
         """Give rows back without counting an attempt (shutting down, circuit open)."""
         await self._run(
             self._write,
-            lambda db: db.executemany("UPDATE outbox SET leased_until = 0 WHERE id = ?", [(r.id,) for r in rows]),
+            lambda db: db.executemany(
+                "UPDATE outbox SET leased_until = 0, leased_by = 0 WHERE id = ? AND leased_by = ? AND leased_until = ?",
+                [(r.id, os.getpid(), r.leased_until) for r in rows],
+            ),
         )
 
     async def release_mine(self) -> int:
@@ -504,14 +516,16 @@ class Outbox:
     def _bury(self, rows: list[Row], reason: str, answer: str, ledger: list[LedgerRow]) -> None:
         now = time.time()
 
+        held = [(r.id, os.getpid(), r.leased_until) for r in rows]
+
         def work(db: sqlite3.Connection) -> None:
             db.executemany(
                 "INSERT INTO dead (destination, event_id, event_time, batch_key, payload, attempts, reason, answer, died)"
                 " SELECT destination, event_id, event_time, batch_key, payload, attempts + 1, ?, ?, ?"
-                " FROM outbox WHERE id = ?",
-                [(reason, answer, now, r.id) for r in rows],
+                " FROM outbox WHERE id = ? AND leased_by = ? AND leased_until = ?",
+                [(reason, answer, now, *h) for h in held],
             )
-            db.executemany("DELETE FROM outbox WHERE id = ?", [(r.id,) for r in rows])
+            db.executemany("DELETE FROM outbox WHERE id = ? AND leased_by = ? AND leased_until = ?", held)
             _insert_ledger(db, ledger)
 
         self._write(work)
@@ -539,24 +553,35 @@ class Outbox:
         return result
 
     def _bury_unknown(self, destinations: list[str]) -> dict[str, int]:
+        """Rows held by no one (never leased, or the lease ended); a row another worker is sending is left to it.
+
+        That worker gives its rows back when it reloads too (or its lease
+        ends), and housekeeping calls this again while such rows remain.
+        """
         marks = ",".join("?" * len(destinations)) or "''"
+        now = time.time()
+        where = f"destination NOT IN ({marks}) AND leased_until <= ?"
+        args = [*destinations, now]
         db = self._conn()
         found = dict(db.execute(
-            f"SELECT destination, count(*) FROM outbox WHERE destination NOT IN ({marks}) GROUP BY destination",
-            destinations,
+            f"SELECT destination, count(*) FROM outbox WHERE {where} GROUP BY destination", args
         ).fetchall())
         if not found:
             return {}
-        now = time.time()
+        reason = "destination not in the rules"
 
         def work(db: sqlite3.Connection) -> None:
             db.execute(
-                "INSERT INTO dead (destination, event_id, event_time, batch_key, payload, attempts, reason, answer, died)"
-                f" SELECT destination, event_id, event_time, batch_key, payload, attempts,"
-                f" 'destination not in the rules', '', ? FROM outbox WHERE destination NOT IN ({marks})",
-                [now, *destinations],
+                "INSERT INTO ledger (event_id, at, destination, what, detail, ref)"
+                f" SELECT event_id, ?, destination, 'dead', ?, NULLIF(ledger_ref, 0) FROM outbox WHERE {where}",
+                [now, reason, *args],
             )
-            db.execute(f"DELETE FROM outbox WHERE destination NOT IN ({marks})", destinations)
+            db.execute(
+                "INSERT INTO dead (destination, event_id, event_time, batch_key, payload, attempts, reason, answer, died)"
+                f" SELECT destination, event_id, event_time, batch_key, payload, attempts, ?, '', ? FROM outbox WHERE {where}",
+                [reason, now, *args],
+            )
+            db.execute(f"DELETE FROM outbox WHERE {where}", args)
 
         self._write(work)
         return found
@@ -644,21 +669,19 @@ class Outbox:
 
         An event whose anchor is pruned while a later entry is kept (a retry
         days after) can no longer be traced; those entries go at the next prune.
+        The newest entry always stays: with the table empty, SQLite would
+        number new entries from 1 again, and entries still to come for queued
+        rows would point at strangers' anchors.
         """
         with self._tx() as db:
             kept = db.execute("SELECT rowid FROM ledger WHERE at >= ? ORDER BY rowid LIMIT 1", (cutoff,)).fetchone()
             if kept is None:
-                return int(db.execute("DELETE FROM ledger").rowcount)
-            return int(db.execute("DELETE FROM ledger WHERE rowid < ?", (kept[0],)).rowcount)
+                kept = db.execute("SELECT max(rowid) FROM ledger").fetchone()
+            return int(db.execute("DELETE FROM ledger WHERE rowid < ?", (kept[0] or 0,)).rowcount)
 
 
 def _json(payload: dict[str, Any] | bytes) -> bytes:
     return payload if isinstance(payload, bytes) else orjson.dumps(payload)
-
-
-def _id_chunks(ids: list[int], size: int = 500) -> list[list[int]]:
-    """Row IDs in groups that fit one statement's parameters."""
-    return [ids[i : i + size] for i in range(0, len(ids), size)]
 
 
 def _alive(pid: int) -> bool:
@@ -671,9 +694,12 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _delete_acked(db: sqlite3.Connection, ids: Sequence[int], ledger: Sequence[LedgerRow]) -> None:
-    for chunk in _id_chunks(list(ids)):
-        db.execute(f"DELETE FROM outbox WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+def _delete_acked(db: sqlite3.Connection, held: Sequence[tuple[int, float]], ledger: Sequence[LedgerRow]) -> None:
+    """Delete rows this process still holds (ID and lease token); a row it no longer holds is someone else's now."""
+    pid = os.getpid()
+    db.executemany(
+        "DELETE FROM outbox WHERE id = ? AND leased_by = ? AND leased_until = ?", [(i, pid, until) for i, until in held]
+    )
     _insert_ledger(db, ledger)
 
 

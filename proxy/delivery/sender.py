@@ -68,7 +68,14 @@ class Breaker:
         self.open_until = 0.0
 
     def failure(self, now: float) -> bool:
-        """Count a failed request; True when this opened the breaker."""
+        """Count a failed request; True when this opened the breaker.
+
+        Failures of requests that were already in flight when it opened do
+        not open it again: four requests failing together are one outage,
+        not four doublings of the pause.
+        """
+        if now < self.open_until:
+            return False
         self.failures += 1
         if self.failures < self.threshold:
             return False
@@ -87,6 +94,7 @@ class _Lane:
     task: asyncio.Task[None] | None = None
     retired: bool = False  # the rules no longer have this destination
     fresh: deque[Row] = field(default_factory=deque)  # committed, leased to us, not yet sent
+    ready: deque[list[Row]] = field(default_factory=deque)  # batched, waiting for a free request slot
     claim_due: float = 0.0  # when to look in the outbox for rows not held in memory
 
 
@@ -160,12 +168,12 @@ class Delivery:
         Such a row stays in the outbox, leased to us; once its lease ends it
         is claimed like any other, so it is never sent by two processes.
         """
-        stale_before = now - self.outbox.lease_secs / 2
+        enough = now + self.outbox.lease_secs / 2
         rows: list[Row] = []
         fresh = lane.fresh
         while fresh and len(rows) < most:
             row = fresh.popleft()
-            if row.created >= stale_before:
+            if row.leased_until >= enough:
                 rows.append(row)
         return rows
 
@@ -244,53 +252,69 @@ class Delivery:
     async def _work(self, lane: _Lane) -> None:
         limit = asyncio.Semaphore(self._concurrency)
         while not self._stopping and not lane.retired:
-            adapter = lane.adapter
-            now = time.time()
-            wait = lane.breaker.blocked(now)
+            wait = lane.breaker.blocked(time.time())
             if wait > 0:
                 await self._nap(lane, wait)
                 continue
-            want = 1 if lane.breaker.probing else adapter.batch_size * self._concurrency
-            rows: list[Row] = []
-            if now >= lane.claim_due:
-                # Oldest first: rows that only the outbox holds (retries,
-                # backlog, rows of a stopped process), then those in memory.
-                try:
-                    rows = await self.outbox.claim(lane.name, want, now)
-                except OutboxError:
-                    rows = []
-                lane.claim_due = now if len(rows) == want else now + self._poll
-            rows += self._take_fresh(lane, want - len(rows), now)
-            if not rows:
-                await self._nap(lane, max(0.0, lane.claim_due - time.time()))
+            if not lane.ready and not await self._gather(lane):
                 continue
-            if len(rows) < want:
-                # The lane has caught up: let the next events gather for a
-                # moment, so that under load each request and acknowledgement
-                # carries many events, not one.
-                await asyncio.sleep(_LINGER_SECS)
-                rows += self._take_fresh(lane, want - len(rows), time.time())
-            try:
-                chunks = _plan(rows, adapter)
-            except Exception:  # an adapter bug must not stop the lane
-                log.exception("destination %s: cannot batch %d event(s); keeping them as dead letters", lane.name, len(rows))
-                await self._bury(lane, rows, "adapter error while batching", "")
+            # One request per free slot, checked when it is about to go: a
+            # batch that waited for a slot (a slow vendor, a vendor with one
+            # event per request) must still hold its lease with time to spare,
+            # or someone may have claimed it again and it would go twice.
+            await limit.acquire()
+            chunk = lane.ready.popleft()
+            if self._stopping or lane.retired or lane.breaker.blocked(time.time()):
+                limit.release()
+                lane.ready.appendleft(chunk)
                 continue
-            for chunk in chunks:
-                await limit.acquire()
-                if self._stopping:
-                    limit.release()
-                    await self.outbox.release(chunk)
-                    continue
-                task = asyncio.create_task(self._send(lane, chunk), name=f"send:{lane.name}")
-                self._inflight.add(task)
-                task.add_done_callback(self._inflight.discard)
-                task.add_done_callback(lambda _t: limit.release())
-        if lane.fresh and not self._stopping:
+            if min(r.leased_until for r in chunk) - time.time() < self.outbox.lease_secs / 2:
+                limit.release()
+                log.debug("destination %s: %d event(s) waited too long to send; claimed again after their lease", lane.name, len(chunk))
+                continue
+            task = asyncio.create_task(self._send(lane, chunk), name=f"send:{lane.name}")
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+            task.add_done_callback(lambda _t: limit.release())
+        held = [r for chunk in lane.ready for r in chunk] + list(lane.fresh)
+        lane.ready.clear()
+        lane.fresh = deque()
+        if held and not self._stopping:
             # Retired by a rules reload: give back what it held (at a stop,
             # Delivery.stop gives back everything this process leased).
-            held, lane.fresh = list(lane.fresh), deque()
             await self.outbox.release(held)
+
+    async def _gather(self, lane: _Lane) -> bool:
+        """Take due rows (from the outbox when a look is due, then from memory) and batch them into ``lane.ready``."""
+        adapter = lane.adapter
+        now = time.time()
+        want = 1 if lane.breaker.probing else adapter.batch_size * self._concurrency
+        rows: list[Row] = []
+        if now >= lane.claim_due:
+            # Oldest first: rows that only the outbox holds (retries,
+            # backlog, rows of a stopped process), then those in memory.
+            try:
+                rows = await self.outbox.claim(lane.name, want, now)
+            except OutboxError:
+                rows = []
+            lane.claim_due = now if len(rows) == want else now + self._poll
+        rows += self._take_fresh(lane, want - len(rows), now)
+        if not rows:
+            await self._nap(lane, max(0.0, lane.claim_due - time.time()))
+            return False
+        if len(rows) < want:
+            # The lane has caught up: let the next events gather for a
+            # moment, so that under load each request and acknowledgement
+            # carries many events, not one.
+            await asyncio.sleep(_LINGER_SECS)
+            rows += self._take_fresh(lane, want - len(rows), time.time())
+        try:
+            lane.ready.extend(_plan(rows, adapter))
+        except Exception:  # an adapter bug must not stop the lane
+            log.exception("destination %s: cannot batch %d event(s); keeping them as dead letters", lane.name, len(rows))
+            await self._bury(lane, rows, "adapter error while batching", "")
+            return False
+        return bool(lane.ready)
 
     async def _nap(self, lane: _Lane, secs: float) -> None:
         lane.wake.clear()
