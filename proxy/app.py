@@ -220,12 +220,18 @@ async def reload_rules(app: web.Application) -> bool:
 
 
 async def _housekeeping(app: web.Application) -> None:
-    """Refresh the outbox gauges every few seconds; prune the ledger hourly."""
+    """Refresh the outbox gauges every few seconds, bury rows the rules lost; prune the ledger hourly."""
     delivery, metrics = app[DELIVERY], app[METRICS]
     last_prune = 0.0
     while True:
         try:
             metrics.outbox.snapshot = await delivery.outbox.depth()
+            known = app[RULES].current.destinations
+            if any(name not in known for name in metrics.outbox.snapshot):
+                # Rows another worker was sending when the rules lost their
+                # destination: dead letters once it gave them back.
+                for name, n in (await delivery.outbox.bury_unknown(list(known))).items():
+                    log.warning("%d event(s) queued for destination %r, which the rules lack, moved to the dead letters", n, name)
             metrics.outbox.breakers = delivery.breaker_open()
             metrics.outbox.full = delivery.outbox.full_reason
             if time.time() - last_prune > 3600:
