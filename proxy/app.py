@@ -49,6 +49,7 @@ METRICS = web.AppKey("metrics", Metrics)
 CONSENT_POLICY = web.AppKey("consent_policy", ConsentPolicy)
 API_KEYS = web.AppKey("api_keys", Mapping[str, str])
 _SCRIPTS = web.AppKey("scripts", dict[str, "Script"])
+_LAST_PRUNE = web.AppKey("last_prune", list[float])  # [time of the last ledger prune]
 
 _PLACEHOLDER = '"__TAGRELAY_COLLECT__"'
 
@@ -81,6 +82,7 @@ def make_app(settings: Settings, rules: RuleSet) -> web.Application:
     app[API_KEYS] = parse_api_keys(settings.api_keys)
     app[RULES] = LiveRules(rules)
     app[METRICS] = Metrics()
+    app[_LAST_PRUNE] = [0.0]
     static = settings.static_dir
     app[_SCRIPTS] = {settings.script_path: Script((static / "collector.js").read_text("utf-8"), settings.collect_path)}
     if settings.shims_path:
@@ -220,30 +222,34 @@ async def reload_rules(app: web.Application) -> bool:
 
 
 async def _housekeeping(app: web.Application) -> None:
-    """Refresh the outbox gauges every few seconds, bury rows the rules lost; prune the ledger hourly."""
-    delivery, metrics = app[DELIVERY], app[METRICS]
-    last_prune = 0.0
+    """Every few seconds, :func:`_tidy`; say why once per failure and go on."""
     while True:
         try:
-            metrics.outbox.snapshot = await delivery.outbox.depth()
-            known = app[RULES].current.destinations
-            if any(name not in known for name in metrics.outbox.snapshot):
-                # Rows another worker was sending when the rules lost their
-                # destination: dead letters once it gave them back.
-                for name, n in (await delivery.outbox.bury_unknown(list(known))).items():
-                    log.warning("%d event(s) queued for destination %r, which the rules lack, moved to the dead letters", n, name)
-            metrics.outbox.breakers = delivery.breaker_open()
-            metrics.outbox.full = delivery.outbox.full_reason
-            if time.time() - last_prune > 3600:
-                removed = await delivery.outbox.prune_ledger()
-                last_prune = time.time()
-                if removed:
-                    log.info("ledger: removed %d entries past retention", removed)
+            await _tidy(app)
         except asyncio.CancelledError:
             raise
         except Exception:  # keep the gauges going; say why once per failure
             log.exception("housekeeping failed; trying again shortly")
         await asyncio.sleep(5)
+
+
+async def _tidy(app: web.Application) -> None:
+    """Refresh the outbox gauges, bury rows the rules lost; prune the ledger hourly."""
+    delivery, metrics = app[DELIVERY], app[METRICS]
+    metrics.outbox.snapshot = await delivery.outbox.depth()
+    known = app[RULES].current.destinations
+    if any(name not in known for name in metrics.outbox.snapshot):
+        # Rows another worker was sending when the rules lost their
+        # destination: dead letters once it gave them back.
+        for name, n in (await delivery.outbox.bury_unknown(list(known))).items():
+            log.warning("%d event(s) queued for destination %r, which the rules lack, moved to the dead letters", n, name)
+    metrics.outbox.breakers = delivery.breaker_open()
+    metrics.outbox.full = delivery.outbox.full_reason
+    if time.time() - app[_LAST_PRUNE][0] > 3600:
+        removed = await delivery.outbox.prune_ledger()
+        app[_LAST_PRUNE][0] = time.time()
+        if removed:
+            log.info("ledger: removed %d entries past retention", removed)
 
 
 async def _script(request: web.Request) -> web.StreamResponse:

@@ -267,3 +267,15 @@ async def test_a_broken_reload_keeps_the_running_rules(client, tmp_path):
     await client.post("/e", data=orjson.dumps(HIT))
     await client.app[DELIVERY].wait_idle(5)
     assert len(lines(tmp_path)) == 1
+
+
+async def test_housekeeping_buries_rows_for_a_lost_destination_once_no_one_holds_them(client):
+    """Rows the rules no longer route anywhere become dead letters at the next housekeeping pass, not never."""
+    from proxy.app import _tidy
+    from proxy.delivery import QueuedRow
+
+    app = client.server.app
+    outbox = app[DELIVERY].outbox
+    await outbox.put([QueuedRow("gone", "e-gone", 1.0, "", {"n": 1})])
+    await _tidy(app)
+    assert [(d.destination, d.reason) for d in await outbox.dead_letters()] == [("gone", "destination not in the rules")]
