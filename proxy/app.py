@@ -17,7 +17,7 @@ import orjson
 import rjsmin  # type: ignore[import-untyped]  # ships no type hints
 from aiohttp import web
 
-from .collect import Hit, HitError, hit_from_query, parse_hit
+from .collect import _MAX_LANGUAGE, Hit, HitError, hit_from_query, parse_hit
 from .consent import ConsentPolicy, ConsentSignals, decide_consent, gpc_from_headers
 from .consent import resolve as resolve_consent
 from .events_api import authenticate, parse_api_keys, parse_server_events, to_events
@@ -417,7 +417,7 @@ async def _accept(
         gpc=gpc_from_headers(request.headers),
     )
     ctx.screen = hit.screen
-    ctx.language = hit.language or request.headers.get("Accept-Language", "").split(",")[0].strip()[:35]
+    ctx.language = hit.language or request.headers.get("Accept-Language", "").split(",")[0].strip()[:_MAX_LANGUAGE]
     consent = resolve_consent(signals, ctx.geo.country if ctx.geo else None, request.app[CONSENT_POLICY])
     ctx.consent, ctx.consent_state = consent.as_dict(), consent
     cookies = enricher.identify(ctx, request.cookies, request.host, storage=consent.storage)

@@ -45,6 +45,8 @@ _USER_KEYS = frozenset(USER_FIELDS)
 _MAX_DEPTH = 4
 _MAX_ITEMS = 200
 _MAX_CLICK_ID = 1024
+_MAX_SCREEN = 32  # "1280x800"; room for odd devices, not for payloads
+_MAX_LANGUAGE = 35  # the longest BCP 47 tag a browser sends
 _MAX_USER_VALUE = 512
 
 
@@ -121,12 +123,7 @@ def _hit(doc: Any, s: Settings, now: float) -> Hit:
     if consent is not None:
         if not isinstance(consent, dict):
             raise HitError("consent: must be an object of purpose: true/false")
-        for k, v in consent.items():
-            if k not in _PURPOSES:
-                raise HitError(f"consent.{_show(k)}: unknown purpose (known: {', '.join(sorted(_PURPOSES))})")
-            if not isinstance(v, bool):
-                raise HitError(f"consent.{k}: must be true or false")
-        hit.consent = dict(consent)
+        hit.consent = {_purpose(k, "consent"): _bool(v, f"consent.{k}") for k, v in consent.items()}
     clicks = doc.get("click_ids")
     if clicks is not None:
         if not isinstance(clicks, dict):
@@ -134,9 +131,7 @@ def _hit(doc: Any, s: Settings, now: float) -> Hit:
         for k, v in clicks.items():
             if k not in CLICK_IDS:
                 continue  # a newer collector may know more; ignoring costs nothing
-            if not isinstance(v, str) or not v or len(v) > _MAX_CLICK_ID or not v.isprintable():
-                raise HitError(f"click_ids.{k}: must be a printable string of 1 to {_MAX_CLICK_ID} characters")
-            hit.click_ids[k] = v
+            hit.click_ids[k] = _click_id(v, f"click_ids.{k}")
     tcf = doc.get("tcf")
     if tcf is not None:
         if not isinstance(tcf, str) or len(tcf) > _MAX_TC_STRING:
@@ -147,8 +142,8 @@ def _hit(doc: Any, s: Settings, now: float) -> Hit:
         if not isinstance(gdpr, bool):
             raise HitError("gdpr: must be true or false")
         hit.gdpr = gdpr
-    hit.screen = _short(doc.get("screen"), "screen", 32)
-    hit.language = _short(doc.get("language"), "language", 35)
+    hit.screen = _short(doc.get("screen"), "screen", _MAX_SCREEN)
+    hit.language = _short(doc.get("language"), "language", _MAX_LANGUAGE)
     return hit
 
 
@@ -222,6 +217,24 @@ def _string(v: Any, where: str, s: Settings) -> str:
         raise HitError(f"{where}: must be a string")
     if len(v) > s.max_string_chars:
         raise HitError(f"{where}: {len(v)} characters is over the limit of {s.max_string_chars}", 413)
+    return v
+
+
+def _purpose(key: str, where: str) -> str:
+    if key not in _PURPOSES:
+        raise HitError(f"{where}.{_show(key)}: unknown purpose (known: {', '.join(sorted(_PURPOSES))})")
+    return key
+
+
+def _bool(v: Any, where: str) -> bool:
+    if not isinstance(v, bool):
+        raise HitError(f"{where}: must be true or false")
+    return v
+
+
+def _click_id(v: Any, where: str) -> str:
+    if not isinstance(v, str) or not v or len(v) > _MAX_CLICK_ID or not v.isprintable():
+        raise HitError(f"{where}: must be a printable string of 1 to {_MAX_CLICK_ID} characters")
     return v
 
 

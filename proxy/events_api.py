@@ -56,7 +56,7 @@ import orjson
 
 # The collector's checks and limits are reused on purpose: the same value is
 # accepted or refused the same way whichever endpoint it came through.
-from .collect import _EVENT_ID, _EVENT_NAME, _PURPOSES, HitError, _key, _show, _value
+from .collect import _EVENT_ID, _EVENT_NAME, HitError, _bool, _click_id, _key, _purpose, _show, _string, _value
 from .enrich.client_ip import normalize_ip
 from .enrich.ids import is_valid_fb_cookie
 from .model import CLICK_IDS, USER_FIELDS, Context, Event, Page, UAInfo, UserData
@@ -137,7 +137,6 @@ _PAGE_KEYS = ("url", "referrer", "title")
 _CONTEXT_KEYS = ("ip", "user_agent", "consent", "click_ids", "ids")
 _USER_KEYS = USER_FIELDS
 _MAX_USER_VALUE = 512
-_MAX_CLICK_ID = 1024
 _MAX_ID = 256
 _ID_VALUE = re.compile(rf"[\x21-\x7e]{{1,{_MAX_ID}}}")
 _DIGITS = re.compile(r"[0-9]{1,20}")
@@ -520,14 +519,6 @@ def _action_source(value: Any, where: str) -> str:
     return value
 
 
-def _string(value: Any, where: str, s: Settings) -> str:
-    if not isinstance(value, str):
-        raise HitError(f"{where}: must be a string")
-    if len(value) > s.max_string_chars:
-        raise HitError(f"{where}: {len(value)} characters is over the limit of {s.max_string_chars}", 413)
-    return value
-
-
 def _user(user: Any, where: str) -> UserData:
     if not isinstance(user, dict):
         raise HitError(f"{where}: must be an object")
@@ -581,29 +572,10 @@ def _user_agent(value: Any, where: str, s: Settings) -> str:
     return text
 
 
-def _purpose(key: str, where: str) -> str:
-    if key not in _PURPOSES:
-        raise HitError(f"{where}.{_show(key)}: unknown purpose (known: {', '.join(sorted(_PURPOSES))})")
-    return key
-
-
-def _bool(value: Any, where: str) -> bool:
-    if not isinstance(value, bool):
-        raise HitError(f"{where}: must be true or false")
-    return value
-
-
 def _click_key(key: str, where: str) -> str:
     if key not in CLICK_IDS:
         raise HitError(f"{where}.{_show(key)}: unknown click ID (known: {', '.join(sorted(CLICK_IDS))})")
     return key
-
-
-def _click_id(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not value or len(value) > _MAX_CLICK_ID or not value.isprintable():
-        raise HitError(f"{where}: must be a printable string of 1 to {_MAX_CLICK_ID} characters")
-    return value
-
 
 def _id_key(key: str, where: str) -> str:
     if key not in ID_KEYS:

@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from .collect import Hit, HitError, HitEvent
+from .collect import _MAX_CLICK_ID, _MAX_LANGUAGE, _MAX_SCREEN, Hit, HitError, HitEvent
 from .model import CLICK_IDS, Page
 from .settings import Settings
 
@@ -86,9 +86,6 @@ _MAX_ITEMS = (
 _MAX_ID = 128  # cid: gtag's is "<31-bit random>.<seconds>"; sites may set their own
 _MAX_USER_ID = 256  # GA4 collection limit on the User-ID value length
 _MAX_PARAM_NAME = 100
-_MAX_CLICK_ID = 1024  # as proxy.collect
-_MAX_SCREEN = 32  # as proxy.collect
-_MAX_LANGUAGE = 35  # as proxy.collect
 
 # Item fields of the /g/collect item string (two-letter key + value, "~"-joined).
 # Sources: d8a-tech/d8a docs/docs/articles/tracking-protocols/ga4-gtag.md "Item

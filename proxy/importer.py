@@ -61,19 +61,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .collect import _MAX_KEY_CHARS, _PURPOSES, HitError, _show
+from .collect import _MAX_KEY_CHARS, _PURPOSES, HitError, _click_id, _show, _string
 from .events_api import (
     _RESERVED_SOURCES,
     _SOURCE_NAME,
     ID_KEYS,
     ServerEvent,
     _action_source,
-    _click_id,
     _event_id,
     _id_value,
     _ip,
     _name,
-    _string,
     _time,
     _user_agent,
     _user_id,
