@@ -341,7 +341,7 @@ class Outbox:
                 ids = [i for got, _, _ in acks for i in got]
                 ledger = [entry for _, entries, _ in acks for entry in entries]
                 try:
-                    leased = await self._run(self._insert, batch, ids, ledger)
+                    leased = await self._run(self._commit, batch, ids, ledger)
                 except OutboxError as exc:
                     for *_, fut in batch:
                         if not fut.done():
@@ -363,7 +363,7 @@ class Outbox:
         finally:
             self._flushing = False
 
-    def _insert(
+    def _commit(
         self,
         batch: list[tuple[Sequence[QueuedRow], Sequence[LedgerRow], Collection[str], Any]],
         acked: Sequence[tuple[int, float]] = (),
@@ -373,29 +373,28 @@ class Outbox:
         now = time.time()
         pid = os.getpid()
         until = now + self.lease_secs
-        values = []
-        for rows, _, lease, _ in batch:
-            for r in rows:
-                leased = r.destination in lease
-                values.append((r.destination, r.event_id, r.event_time, r.batch_key, _json(r.payload), now,
-                               until if leased else 0.0, pid if leased else 0))  # fmt: skip
-        first, numbered, rows_values = 0, False, []
+        values: list[tuple[Any, ...]] = [
+            (r.destination, r.event_id, r.event_time, r.batch_key, _json(r.payload), now,
+             *((until, pid) if r.destination in lease else (0.0, 0)))
+            for rows, _, lease, _ in batch
+            for r in rows
+        ]  # fmt: skip
+        first, numbered = 0, False
         try:
             with self._tx() as db:
-                if acked or acked_ledger:
-                    _delete_acked(db, acked, acked_ledger)
+                _delete_acked(db, acked, acked_ledger)
+                anchors = _insert_accepted_ledger(db, [entry for _, ledger, _, _ in batch for entry in ledger])
+                values = [(*v, anchors.get(v[1], 0)) for v in values]
                 if values:
-                    anchors = _insert_accepted_ledger(db, [entry for _, ledger, _, _ in batch for entry in ledger])
-                    rows_values = [(*v, anchors.get(v[1], 0)) for v in values]
                     # Under the write lock, SQLite numbers new rows max(id) + 1,
                     # + 2, ... in insert order; the check below confirms it.
                     first = db.execute("SELECT coalesce(max(id), 0) + 1 FROM outbox").fetchone()[0]
                     db.executemany(
                         "INSERT INTO outbox (destination, event_id, event_time, batch_key, payload, created,"
                         " leased_until, leased_by, ledger_ref) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        rows_values,
+                        values,
                     )
-                    last = db.execute("SELECT coalesce(max(id), 0) FROM outbox").fetchone()[0]
+                    last = db.execute("SELECT max(id) FROM outbox").fetchone()[0]
                     numbered = last == first + len(values) - 1
                     if not numbered:
                         # Not the IDs this process expects: leave the rows to be claimed.
@@ -403,8 +402,6 @@ class Outbox:
                             "UPDATE outbox SET leased_until = 0, leased_by = 0 WHERE created = ? AND leased_by = ?",
                             (now, pid),
                         )
-                else:
-                    _insert_accepted_ledger(db, [entry for _, ledger, _, _ in batch for entry in ledger])
         except sqlite3.Error as exc:
             if _is_full(exc):
                 self.full_reason = f"disk full: {exc}"
@@ -414,12 +411,12 @@ class Outbox:
             raise OutboxError(f"cannot commit to the outbox: {exc}") from None
         out: list[list[Row]] = []
         i = first
-        for rows, _, lease, _ in batch:
+        for rows, *_ in batch:
             mine: list[Row] = []
-            for r in rows:
-                if numbered and r.destination in lease:
-                    v = rows_values[i - first]
-                    mine.append(Row(i, r.destination, r.event_id, r.event_time, r.batch_key, orjson.loads(v[4]), 0, now, len(v[4]), v[8], until))
+            for _ in rows:
+                dest, event_id, event_time, key, data, created, leased_until, _, ref = values[i - first]
+                if numbered and leased_until:
+                    mine.append(Row(i, dest, event_id, event_time, key, orjson.loads(data), 0, created, len(data), ref, leased_until))
                 i += 1
             out.append(mine)
         return out

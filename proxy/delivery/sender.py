@@ -168,14 +168,17 @@ class Delivery:
         Such a row stays in the outbox, leased to us; once its lease ends it
         is claimed like any other, so it is never sent by two processes.
         """
-        enough = now + self.outbox.lease_secs / 2
         rows: list[Row] = []
         fresh = lane.fresh
         while fresh and len(rows) < most:
             row = fresh.popleft()
-            if row.leased_until >= enough:
+            if self._time_to_send(row, now):
                 rows.append(row)
         return rows
+
+    def _time_to_send(self, row: Row, now: float) -> bool:
+        """Whether at least half the row's lease is left: time for a request and its acknowledgement."""
+        return row.leased_until - now >= self.outbox.lease_secs / 2
 
     def breaker_open(self) -> dict[str, float]:
         now = time.time()
@@ -268,7 +271,8 @@ class Delivery:
                 limit.release()
                 lane.ready.appendleft(chunk)
                 continue
-            if min(r.leased_until for r in chunk) - time.time() < self.outbox.lease_secs / 2:
+            now = time.time()
+            if not all(self._time_to_send(r, now) for r in chunk):
                 limit.release()
                 log.debug("destination %s: %d event(s) waited too long to send; claimed again after their lease", lane.name, len(chunk))
                 continue
