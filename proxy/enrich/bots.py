@@ -263,7 +263,7 @@ class ASNReader(MaxMindReader):
 
     def unsuitable(self, database_type: str) -> str:
         if not _ASN_DB.search(database_type):
-            return "holds no ASN data; use GeoLite2-ASN, GeoIP2-ISP or DB-IP ASN Lite"
+            return f"holds no ASN data; use {self.expected}"
         return ""
 
     def lookup(self, ip: str) -> ASNRecord | None:
