@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -110,23 +112,28 @@ class Settings:
         return settings
 
     def check(self) -> None:
+        """Refuse values the service cannot run with, naming the variable the user sets."""
         for name in ("script_path", "collect_path", "ga4_path", "shims_path", "api_path"):
             value = getattr(self, name)
             if name in ("ga4_path", "shims_path", "api_path") and not value:
                 continue
             if not value.startswith("/") or "?" in value or "#" in value:
-                raise SettingsError(f"{name} {value!r}: must be a path starting with '/', without query")
-        paths = [p for p in (self.script_path, self.collect_path, self.ga4_path, self.shims_path, self.api_path) if p]
-        if len(set(paths)) != len(paths):
-            raise SettingsError("script_path, collect_path, ga4_path, shims_path and api_path must differ")
+                raise SettingsError(f"{_var(name)} {value!r}: must be a path starting with '/', without query")
+        seen: dict[str, str] = {}
+        for name in ("script_path", "collect_path", "ga4_path", "shims_path", "api_path"):
+            value = getattr(self, name)
+            if value and value in seen:
+                raise SettingsError(f"{_var(name)} {value!r} is also {_var(seen[value])}: each path must differ")
+            seen[value] = name
         from .events_api import parse_api_keys
 
         parse_api_keys(self.api_keys)  # raises SettingsError naming the problem, never the key
         if not 0 < self.port < 65536:
-            raise SettingsError(f"port {self.port}: must be 1-65535")
+            raise SettingsError(f"{_var('port')} (--port) {self.port}: must be 1-65535")
         if self.client_ip_header not in ("x-forwarded-for", "forwarded", "cf-connecting-ip", "auto"):
             raise SettingsError(
-                f"client_ip_header {self.client_ip_header!r}: must be x-forwarded-for, forwarded, cf-connecting-ip or auto"
+                f"{_var('client_ip_header')} {self.client_ip_header!r}: must be x-forwarded-for, forwarded,"
+                " cf-connecting-ip or auto (lower case)"
             )
         for name, least in (
             ("max_body_bytes", 1024),
@@ -135,25 +142,41 @@ class Settings:
             ("max_params", 1),
             ("delivery_concurrency", 1),
             ("retry_max_attempts", 1),
+            ("outbox_max_rows", 1),
+            ("cookie_max_age_secs", 1),
+            ("ledger_retention_secs", 1),
+            ("max_clock_skew_secs", 1),
         ):
             if getattr(self, name) < least:
-                raise SettingsError(f"{name} {getattr(self, name)}: must be at least {least}")
-        if self.delivery_timeout_secs <= 0:
-            raise SettingsError(f"delivery_timeout_secs {self.delivery_timeout_secs}: must be more than 0")
-        if self.outbox_max_rows < 1:
-            raise SettingsError(f"outbox_max_rows {self.outbox_max_rows}: must be at least 1")
+                raise SettingsError(f"{_var(name)} {getattr(self, name)}: must be at least {least}")
+        for name in ("delivery_timeout_secs", "retry_cap_secs"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise SettingsError(f"{_var(name)} {value}: must be a number of seconds more than 0")
         if self.workers < 0:
-            raise SettingsError(f"workers {self.workers}: must be 0 (one per CPU) or more")
+            raise SettingsError(f"{_var('workers')} (--workers) {self.workers}: must be 0 (one per CPU) or more")
+        if not _TOKEN_RE.fullmatch(self.visitor_cookie):
+            raise SettingsError(f"{_var('visitor_cookie')} {self.visitor_cookie!r}: must be a cookie name (letters, digits, '_' or '-')")
         from .consent import ConsentPolicy, PolicyError
 
         try:
             ConsentPolicy.parse(self.consent_default, gpc=self.consent_gpc)
         except (PolicyError, ValueError) as exc:
-            raise SettingsError(f"consent_default {self.consent_default!r} / consent_gpc {self.consent_gpc!r}: {exc}") from None
+            raise SettingsError(
+                f"{_var('consent_default')} {self.consent_default!r} / {_var('consent_gpc')} {self.consent_gpc!r}: {exc}"
+            ) from None
         if self.asn_db is not None and not self.asn_db.is_file():
-            raise SettingsError(f"asn_db {str(self.asn_db)!r}: no such file (a MaxMind ASN DB: GeoLite2-ASN)")
+            raise SettingsError(f"{_var('asn_db')} {str(self.asn_db)!r}: no such file (a MaxMind ASN DB: GeoLite2-ASN)")
         if self.geo_db is not None and not self.geo_db.is_file():
-            raise SettingsError(f"geo_db {str(self.geo_db)!r}: no such file (a MaxMind DB: GeoLite2-City or DB-IP Lite)")
+            raise SettingsError(f"{_var('geo_db')} {str(self.geo_db)!r}: no such file (a MaxMind DB: GeoLite2-City or DB-IP Lite)")
+
+
+_TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _var(name: str) -> str:
+    """The environment variable that sets ``name``."""
+    return f"TAGRELAY_{name.upper()}"
 
 
 _BOOL = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
