@@ -175,6 +175,7 @@ def _run_worker(settings: Settings, announce: bool = True, reuse_port: bool = Fa
     from aiohttp import web
 
     from .app import make_app
+    from .delivery import OutboxError
     from .telemetry import setup_logging
 
     setup_logging()
@@ -203,6 +204,9 @@ def _run_worker(settings: Settings, announce: bool = True, reuse_port: bool = Fa
             print=(lambda _: print(banner, flush=True)) if announce else None,
             handle_signals=True,
         )
+    except OutboxError as exc:  # opened as the server starts
+        print(f"tagrelay: cannot start: {exc} (TAGRELAY_DATA_DIR or TAGRELAY_OUTBOX_PATH must be a writable place)", file=sys.stderr)
+        return EXIT_PROBLEM
     except OSError as exc:
         print(f"tagrelay: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_PROBLEM

@@ -53,14 +53,22 @@ def supervise(settings: Settings, count: int, run_worker: Callable[..., int]) ->
         proc.start()
         return proc
 
+    supervisor = os.getpid()
+
     def stop(signum: int, _frame: Any) -> None:
         nonlocal stopping
+        if os.getpid() != supervisor:
+            # A worker forked a moment ago, before it set its own handlers:
+            # it has taken nothing yet, so it just leaves.
+            raise SystemExit(0)
         stopping = True
         for proc in procs:
             if proc.is_alive() and proc.pid is not None:
                 os.kill(proc.pid, signal.SIGTERM)
 
     def hup(signum: int, _frame: Any) -> None:
+        if os.getpid() != supervisor:
+            return  # as above; it loads the rules as it starts
         for proc in procs:
             if proc.is_alive() and proc.pid is not None:
                 os.kill(proc.pid, signal.SIGHUP)
@@ -71,6 +79,7 @@ def supervise(settings: Settings, count: int, run_worker: Callable[..., int]) ->
     signal.signal(signal.SIGINT, stop)
     log.info("started %d workers sharing %s:%d", count, settings.host, settings.port)
     deaths: list[float] = []
+    failed = False
     try:
         while True:
             alive = [p for p in procs if p.is_alive()]
@@ -83,7 +92,11 @@ def supervise(settings: Settings, count: int, run_worker: Callable[..., int]) ->
                 now = time.monotonic()
                 deaths = [t for t in deaths if now - t < _RESTART_WINDOW_SECS] + [now]
                 if len(deaths) > _MAX_QUICK_DEATHS:
-                    log.error("workers keep dying (%d in %.0fs); stopping", len(deaths), _RESTART_WINDOW_SECS)
+                    log.error(
+                        "workers keep dying (%d in %.0fs); stopping (their reason is in the lines above)",
+                        len(deaths), _RESTART_WINDOW_SECS,
+                    )
+                    failed = True
                     stop(signal.SIGTERM, None)
                     break
                 log.error("worker %d (pid %s) died with exit code %s; starting a new one", i, proc.pid, proc.exitcode)
@@ -93,7 +106,7 @@ def supervise(settings: Settings, count: int, run_worker: Callable[..., int]) ->
         for proc in procs:
             proc.join(timeout=30)
         shutil.rmtree(metrics_dir, ignore_errors=True)
-    return 0
+    return 2 if failed else 0  # 2: the CLI's "cannot run as configured"
 
 
 def _child(run_worker: Callable[..., int], settings: Settings, announce: bool) -> None:

@@ -7,6 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from tests.service import free_port
 from tests.test_rules import EVERY_VENDOR_ENV
 
 ROOT = Path(__file__).parent.parent
@@ -40,6 +43,19 @@ def test_serve_refuses_to_start_on_broken_rules(tmp_path):
     (tmp_path / "a.toml").write_text("[destinations.x\n")
     run = tagrelay("serve", "--rules", str(tmp_path), "--port", "1")
     assert run.returncode == 2 and "not starting" in run.stderr
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_serve_with_an_unusable_data_dir_says_so_and_exits_2(tmp_path, workers):
+    """An outbox that cannot be opened stops serve with one clear line per worker, not a traceback."""
+    (tmp_path / "file").write_text("")
+    run = tagrelay(
+        "serve", "--host", "127.0.0.1", "--port", str(free_port()), "--workers", workers,
+        env={"TAGRELAY_DATA_DIR": str(tmp_path / "file")},
+    )  # fmt: skip
+    assert run.returncode == 2
+    assert "cannot start: outbox" in run.stderr and "TAGRELAY_DATA_DIR" in run.stderr
+    assert "Traceback" not in run.stderr
 
 
 def test_try_shows_every_vendor_request_for_the_example_purchase():
