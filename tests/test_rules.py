@@ -222,3 +222,29 @@ def test_example_rules_enable_every_vendor_when_the_environment_is_set():
         "local_log", "meta", "ga4", "tiktok", "snapchat", "pinterest", "reddit", "linkedin"
     } and rules.disabled == {}
     assert not [w for w in rules.warnings if "never sends" in w]
+
+
+def test_a_routes_set_on_a_file_destination_changes_only_that_payload(tmp_path):
+    """`set` writes into one destination's payload, never into the event other routes and events see."""
+    from proxy.pipeline import route
+
+    write(tmp_path, f'''
+[destinations.a]
+type = "file"
+path = "{tmp_path}/a.jsonl"
+[destinations.b]
+type = "file"
+path = "{tmp_path}/b.jsonl"
+[[routes]]
+to = ["a"]
+set = {{"params.only_for_a" = "yes", "context.ids.visitor_id" = "overwritten"}}
+[[routes]]
+to = ["b"]
+''')
+    rules = load_rules(tmp_path, env={})
+    ev = event(params={"value": 1})
+    ev.context.ids["visitor_id"] = "v-1"
+    planned = {p.destination.name: p.payload for p in route(rules, ev)[0]}
+    assert planned["a"]["params"]["only_for_a"] == "yes"
+    assert "only_for_a" not in planned["b"]["params"] and planned["b"]["context"]["ids"]["visitor_id"] == "v-1"
+    assert ev.params == {"value": 1} and ev.context.ids == {"visitor_id": "v-1"}
