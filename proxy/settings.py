@@ -56,7 +56,6 @@ class Settings:
     cookie_domain: str = ""
     cookie_secure: bool = True
     visitor_cookie: str = "trid"
-    cookie_max_age_secs: int = 400 * 24 * 3600
     geo_db: Path | None = None
     # What "no consent signal" means, per region (needs geo_db to know the
     # region; without geo the strictest rule applies). See proxy.consent.
@@ -143,7 +142,6 @@ class Settings:
             ("delivery_concurrency", 1),
             ("retry_max_attempts", 1),
             ("outbox_max_rows", 1),
-            ("cookie_max_age_secs", 1),
             ("ledger_retention_secs", 1),
             ("max_clock_skew_secs", 1),
         ):

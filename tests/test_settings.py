@@ -14,7 +14,6 @@ from proxy.settings import Settings, SettingsError
         ("TAGRELAY_DELIVERY_TIMEOUT_SECS", "inf"),
         ("TAGRELAY_DELIVERY_TIMEOUT_SECS", "0"),
         ("TAGRELAY_RETRY_CAP_SECS", "-5"),
-        ("TAGRELAY_COOKIE_MAX_AGE_SECS", "-1"),
         ("TAGRELAY_LEDGER_RETENTION_SECS", "-1"),
         ("TAGRELAY_MAX_CLOCK_SKEW_SECS", "-1"),
         ("TAGRELAY_MAX_BODY_BYTES", "10"),
