@@ -126,13 +126,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         policy=RetryPolicy(cap_secs=settings.retry_cap_secs, max_attempts=settings.retry_max_attempts),
         metrics=app[METRICS],
     )
-    orphans = await outbox.bury_unknown(list(app[RULES].current.destinations))
-    for name, n in orphans.items():
-        log.warning(
-            "%d event(s) queued for destination %r, which the rules do not have (or have disabled), moved to the"
-            " dead letters; after restoring it: tagrelay replay --destination %s",
-            n, name, name,
-        )
+    await _bury_lost(outbox, app[RULES].current)
     await delivery.start()
     app[DELIVERY] = delivery
     log.info(
@@ -214,11 +208,19 @@ async def reload_rules(app: web.Application) -> bool:
         app[RULES].current = new
         delivery = app[DELIVERY]
         await delivery.update({name: d.adapter for name, d in new.destinations.items()})
-        orphans = await delivery.outbox.bury_unknown(list(new.destinations))
-        for name, n in orphans.items():
-            log.warning("%d event(s) queued for destination %r, which the new rules lack, moved to the dead letters", n, name)
+        await _bury_lost(delivery.outbox, new)
         log.info("rules reloaded: %d destination(s), %d route(s)", len(new.destinations), len(new.routes))
         return True
+
+
+async def _bury_lost(outbox: Outbox, rules: RuleSet) -> None:
+    """Move rows for destinations the rules do not have (or have disabled) to the dead letters, saying how to undo it."""
+    for name, n in (await outbox.bury_unknown(list(rules.destinations))).items():
+        log.warning(
+            "%d event(s) queued for destination %r, which the rules do not have (or have disabled), moved to the"
+            " dead letters; after restoring it: tagrelay replay --destination %s",
+            n, name, name,
+        )
 
 
 async def _housekeeping(app: web.Application) -> None:
@@ -237,12 +239,11 @@ async def _tidy(app: web.Application) -> None:
     """Refresh the outbox gauges, bury rows the rules lost; prune the ledger hourly."""
     delivery, metrics = app[DELIVERY], app[METRICS]
     metrics.outbox.snapshot = await delivery.outbox.depth()
-    known = app[RULES].current.destinations
-    if any(name not in known for name in metrics.outbox.snapshot):
+    rules = app[RULES].current
+    if any(name not in rules.destinations for name in metrics.outbox.snapshot):
         # Rows another worker was sending when the rules lost their
         # destination: dead letters once it gave them back.
-        for name, n in (await delivery.outbox.bury_unknown(list(known))).items():
-            log.warning("%d event(s) queued for destination %r, which the rules lack, moved to the dead letters", n, name)
+        await _bury_lost(delivery.outbox, rules)
     metrics.outbox.breakers = delivery.breaker_open()
     metrics.outbox.full = delivery.outbox.full_reason
     if time.time() - app[_LAST_PRUNE][0] > 3600:
