@@ -310,7 +310,7 @@ path = "{tmp}/events.jsonl"
 name = "every event to three destinations"
 to = ["meta", "ga4", "local_log"]
 """)
-        env = {"BENCH_META_TOKEN": "bench-meta-token", "BENCH_GA4_SECRET": "bench-ga4-secret", "TAGRELAY_LOG_LEVEL": "WARNING"}
+        env = {"BENCH_META_TOKEN": "bench-meta-token", "BENCH_GA4_SECRET": "bench-ga4-secret"}  # INFO: Service waits for each worker's start line
         svc = Service(rules_dir, tmp / "data", workers=args.workers, env=env).start()
         tag_base = svc.url
 

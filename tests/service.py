@@ -89,7 +89,12 @@ class Service:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, wait_secs: float = 20.0) -> Service:
-        """Start the server and return once /healthz answers 200 (bounded by ``wait_secs``)."""
+        """Start the server and return once every worker is up and /healthz answers 200 (bounded by ``wait_secs``).
+
+        One worker answering is not enough: load started then would put every
+        keep-alive connection on it, and a signal sent then could reach a
+        worker that has not set its handlers yet.
+        """
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.starts += 1
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it while it runs
@@ -107,7 +112,9 @@ class Service:
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
                 raise AssertionError(f"tagrelay exited with {self.proc.returncode} at start:\n{self.log()}")
-            if self.healthy():
+            # Each worker logs "collecting at" as it starts to listen.
+            this_start = self.log().rsplit(f"=== start {self.starts} ===", 1)[-1]
+            if this_start.count("collecting at") >= self.workers and self.healthy():
                 return
             time.sleep(0.05)
         raise AssertionError(f"tagrelay did not answer /healthz within {wait_secs}s:\n{self.log()}")
