@@ -255,7 +255,8 @@ async def test_reloaded_rules_add_a_destination_without_a_restart(client, tmp_pa
     assert await reload_rules(client.app)
     await client.post("/e", data=orjson.dumps(HIT))
     await client.app[DELIVERY].wait_idle(5)
-    assert len(lines(tmp_path)) == 1 and (tmp_path / "more.jsonl").exists()
+    assert len(lines(tmp_path)) == 1
+    assert [orjson.loads(x)["id"] for x in (tmp_path / "more.jsonl").read_bytes().splitlines()] == [HIT["events"][0]["id"]]
 
 
 async def test_a_broken_reload_keeps_the_running_rules(client, tmp_path):

@@ -468,6 +468,7 @@ def test_resolve_ids_hostile_cookies_give_safe_values(jar: dict[str, str]) -> No
     _, cookies = resolve_ids(jar, "example.com", {"fbclid": "IwAR1"}, NOW)
 
     assert all(COOKIE_OCTETS.fullmatch(c.value) for c in cookies)
+    assert [c.name for c in cookies if c.name in jar and c.value == jar[c.name]] == []
 
 
 class TestClickCookie:

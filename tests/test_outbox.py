@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 import time
 
 import pytest
 
-from proxy.delivery import LedgerRow, Outbox, OutboxFull, QueuedRow
+from proxy.delivery import LedgerRow, Outbox, OutboxError, OutboxFull, QueuedRow
 
 
 def q(i: int, dest: str = "meta") -> QueuedRow:
@@ -104,6 +105,7 @@ async def test_dead_letters_filter_by_time(outbox):
     (dead,) = await outbox.dead_letters()
     assert await outbox.dead_letters(since=dead.died + 1) == []
     assert len(await outbox.dead_letters(until=dead.died + 1)) == 1
+    assert await outbox.dead_letters(until=dead.died - 1) == []
 
 
 async def test_full_outbox_refuses_with_a_clear_reason(tmp_path):
@@ -132,7 +134,7 @@ async def test_unwritable_location_is_a_clear_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     box = Outbox(blocker / "o.sqlite3")
-    with pytest.raises(Exception, match="cannot open"):
+    with pytest.raises(OutboxError, match=f"{re.escape(str(blocker))}.*cannot open"):
         await box.open()
 
 

@@ -480,6 +480,8 @@ async def test_breaker_opens_and_shows_in_metrics(aiohttp_client, aiohttp_server
     assert paused > 0
     # proxy.delivery.Breaker default: opens after 5 failed requests; one probe per cool-down.
     assert seen in (5, 6)
+    await asyncio.sleep(1.0)  # well inside the 5 s pause: nothing more is sent
+    assert len(receiver.arrivals) in (5, 6)
 
 
 # -- 2. a real server process, killed under load ------------------------------
@@ -515,11 +517,15 @@ async def test_kill_9_outbox_drains_soon_after_restart(aiohttp_server, tmp_path)
     await asyncio.to_thread(svc.start)
     try:
 
+        killed: list[int] = []
+
         async def kill() -> None:
+            killed.append(hook.in_progress)
             svc.kill9()
 
         # Killed while the slow webhook holds requests open: their rows are leased.
         accepted = await load(svc.url, 600, prefix="k9d", when=lambda n: n >= 300 and hook.in_progress > 0, then=kill)
+        assert killed and killed[0] > 0
         hook.delay_secs = 0.0
         await asyncio.to_thread(svc.start)
         deadline = time.monotonic() + 20
