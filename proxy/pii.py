@@ -165,6 +165,8 @@ def _decodings(text: str) -> Iterator[str]:
 
 def has_email(text: str) -> bool:
     """Whether ``text``, percent-decoded or not, contains an e-mail address."""
+    if "@" not in text and "%" not in text:
+        return False  # no "@", and no escape that could decode to one
     return any(_EMAIL_RE.search(form) for form in _decodings(text))
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import ipaddress
 import json
 import logging
@@ -142,6 +143,7 @@ def _is_ip(host: str) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=256)  # one site has few hosts; bounded, the client sends Host
 def cookie_domain(host: str, configured: str = "") -> str | None:
     """The ``Domain`` for first-party cookies on a request to ``host``.
 
