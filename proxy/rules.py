@@ -274,11 +274,13 @@ def _destination(
     settings: dict[str, Any] = {}
     unset: list[str] = []
     unset_keys: list[str] = []
+    refused_secret = False
     for key, value in body.items():
         if key in ("type", "optional", "consent", "tcf_vendor", "ip"):
             continue
         if key in cls.secret_keys and isinstance(value, str) and value and not _ENV_REF.fullmatch(value):
             errs.append(f"{key}: secrets are never written in rule files; use \"${{ENV_NAME}}\"")
+            refused_secret = True
             continue
         before = len(unset)
         settings[key] = _expand(value, env, unset)
@@ -298,15 +300,17 @@ def _destination(
     ip_mode = body.get("ip", "full")
     if ip_mode not in ("full", "truncated", "none"):
         errs.append(f"ip: {ip_mode!r} must be \"full\", \"truncated\" (/24 for IPv4, /48 for IPv6) or \"none\"")
-    if errs:
-        return None, "", errs
+    if unset or refused_secret:
+        return None, "", errs  # the adapter would only repeat that values are missing
     try:
         adapter = cls(name, settings)
     except ConfigError as exc:
         # A value that came from the environment may be a secret set in the
         # wrong variable: it is never echoed.
         from_env = [v for v in _env_values(body, env) if len(v) >= 4]
-        return None, "", [_scrub(f"{k}: {m}", from_env) for k, m in exc.problems]
+        return None, "", errs + [_scrub(f"{k}: {m}", from_env) for k, m in exc.problems]
+    if errs:
+        return None, "", errs
     adapter.env_values = tuple(v for v in _env_values(body, env) if len(v) >= 4)
     return Destination(name, kind, adapter, tuple(consent), label, tcf_vendor, str(ip_mode)), "", []
 

@@ -248,3 +248,13 @@ to = ["b"]
     assert planned["a"]["params"]["only_for_a"] == "yes"
     assert "only_for_a" not in planned["b"]["params"] and planned["b"]["context"]["ids"]["visitor_id"] == "v-1"
     assert ev.params == {"value": 1} and ev.context.ids == {"visitor_id": "v-1"}
+
+
+def test_check_reports_general_and_vendor_problems_of_a_destination_together(tmp_path):
+    """A wrong general key (consent) does not hide the vendor's own problems (a bad pixel ID): one round trip."""
+    write(tmp_path, '[destinations.m]\ntype = "meta_capi"\npixel_id = "abc"\naccess_token = "${T}"\nconsent = ["nope"]\n'
+                    '[[routes]]\nto = ["m"]\n')  # fmt: skip
+    with pytest.raises(RulesError) as info:
+        load_rules(tmp_path, env={"T": "token-value"})
+    found = "\n".join(info.value.problems)
+    assert "destinations.m.consent" in found and "destinations.m.pixel_id" in found
