@@ -453,9 +453,14 @@ def _shadowed(routes: list[Route]) -> list[str]:
     return out
 
 
+def _toml(value: Any) -> str:
+    """``value`` as it would be written in a rule file (true, not True)."""
+    return str(value).lower() if isinstance(value, bool) else repr(value)
+
+
 def _did_you_mean(word: str, choices: Any, prefix: str = "") -> str:
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.7)
-    return f"; did you mean {prefix}{close[0]!r}?" if close else ""
+    return f"; did you mean {prefix + close[0]!r}?" if close else ""
 
 
 _MISSING = object()
@@ -514,7 +519,8 @@ def _condition(key: str, spec: Any) -> tuple[Callable[[Any], bool], str]:
             tests.append(_negate(_any_of(values)))
         elif op in ("gt", "gte", "lt", "lte"):
             if _number(arg) is None or isinstance(arg, str):
-                raise ValueError(f"{op}: {arg!r} is not a number")
+                hint = f"; write it unquoted: {op} = {arg}" if isinstance(arg, str) and _number(arg) is not None else ""
+                raise ValueError(f"{op}: {_toml(arg)} is not a number{hint}")
             tests.append(_compare(op, float(arg)))
         elif op == "regex":
             if not isinstance(arg, str):

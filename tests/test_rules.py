@@ -258,3 +258,20 @@ def test_check_reports_general_and_vendor_problems_of_a_destination_together(tmp
         load_rules(tmp_path, env={"T": "token-value"})
     found = "\n".join(info.value.problems)
     assert "destinations.m.consent" in found and "destinations.m.pixel_id" in found
+
+
+@pytest.mark.parametrize(
+    ("condition", "message"),
+    [
+        ('"params.value" = {gte = "100"}', 'gte: \'100\' is not a number; write it unquoted: gte = 100'),
+        ('"params.value" = {gt = true}', "gt: true is not a number"),
+    ],
+)
+def test_a_comparison_with_a_non_number_says_how_to_write_it(tmp_path, condition, message):
+    write(tmp_path, f'[destinations.a]\ntype = "file"\npath = "{{tmp}}/a.jsonl"\n[[routes]]\nto = ["a"]\nmatch = {{{condition}}}\n')
+    assert any(message in p for p in problems(tmp_path)), problems(tmp_path)
+
+
+def test_a_misspelt_nested_field_is_suggested_whole(tmp_path):
+    write(tmp_path, '[destinations.a]\ntype = "file"\npath = "{tmp}/a.jsonl"\n[[routes]]\nto = ["a"]\nmatch = {"page.hots" = "x"}\n')
+    assert any("did you mean 'page.host'?" in p for p in problems(tmp_path)), problems(tmp_path)
