@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import contextlib
 import logging
 import os
@@ -89,9 +90,13 @@ def _filters(p: argparse.ArgumentParser) -> None:
 
 def _when(text: str) -> float:
     try:
-        return float(text)
+        seconds = float(text)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(seconds):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a time (use 2026-12-01T10:00 or unix seconds)")
+        return seconds
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
@@ -294,7 +299,18 @@ def _import(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _empty_window(args: argparse.Namespace) -> bool:
+    """--since at or after --until selects nothing: say so rather than answer 'none'."""
+    if args.since is not None and args.until is not None and args.since >= args.until:
+        print("tagrelay: --since must be before --until", file=sys.stderr)
+        return True
+    return False
+
+
 def _deadletters(args: argparse.Namespace) -> int:
+    if _empty_window(args):
+        return EXIT_PROBLEM
+
     async def run() -> int:
         async with _existing_outbox() as outbox:
             rows = await outbox.dead_letters(args.destination, args.since, args.until)
@@ -318,6 +334,9 @@ def _deadletters(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
+    if _empty_window(args):
+        return EXIT_PROBLEM
+
     async def run() -> int:
         async with _existing_outbox() as outbox:
             n = await outbox.replay(args.destination, args.since, args.until)

@@ -121,3 +121,15 @@ def test_try_applies_the_consent_default_like_the_service(tmp_path):
     run = tagrelay("try", "rules", str(event), env={**EVERY_VENDOR_ENV, "TAGRELAY_CONSENT_DEFAULT": "*:denied"})
     assert run.returncode == 0, run.stderr
     assert "== meta: skipped (consent: ads denied by default" in run.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["deadletters", "--since", "2030-01-01", "--until", "2020-01-01"], "--since must be before --until"),
+        (["replay", "--since", "nan"], "is not a time"),
+    ],
+)
+def test_a_time_window_that_selects_nothing_is_refused(tmp_path, args, message):
+    run = tagrelay(*args, env={"TAGRELAY_DATA_DIR": str(tmp_path)})
+    assert run.returncode == 2 and message in run.stderr
