@@ -232,3 +232,16 @@ async def test_a_slow_vendor_with_one_event_per_request_gets_each_event_once(aio
     await d.stop()
     sent = sorted(n["n"] for b in bodies for n in orjson.loads(b))
     assert sent == list(range(50))
+
+
+class BrokenWebhook(Webhook):
+    def build(self, payloads):
+        raise KeyError("never shown")
+
+
+async def test_an_adapter_bug_becomes_a_dead_letter_that_says_what_to_do(tmp_path):
+    """The reason names the adapter and the replay command, and not the exception's text (it may hold payload values)."""
+    d = await run(tmp_path, BrokenWebhook("hook", {"url": "http://127.0.0.1:9/hook"}), [row(1)])
+    (dead,) = await d.outbox.dead_letters()
+    assert "tagrelay bug in the webhook adapter (KeyError" in dead.reason
+    assert "tagrelay replay --destination hook" in dead.reason and "never shown" not in dead.reason

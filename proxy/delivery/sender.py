@@ -316,7 +316,7 @@ class Delivery:
             lane.ready.extend(_plan(rows, adapter))
         except Exception:  # an adapter bug must not stop the lane
             log.exception("destination %s: cannot batch %d event(s); keeping them as dead letters", lane.name, len(rows))
-            await self._bury(lane, rows, "adapter error while batching", "")
+            await self._bury(lane, rows, _adapter_bug(lane, "batching"), "")
             return False
         return bool(lane.ready)
 
@@ -340,7 +340,7 @@ class Delivery:
             raise
         except Exception as exc:  # an adapter bug must not kill the lane
             log.exception("destination %s: adapter failed on a batch of %d", lane.name, len(rows))
-            outcome = Outcome(Verdict.FINAL, f"adapter error: {type(exc).__name__}")
+            outcome = Outcome(Verdict.FINAL, _adapter_bug(lane, type(exc).__name__))
         await self._settle(lane, rows, outcome, answer_text)
 
     async def _settle(self, lane: _Lane, rows: list[Row], outcome: Outcome, answer: str) -> None:
@@ -429,6 +429,14 @@ class Delivery:
                 if len(secret) >= 8:
                     text = text.replace(secret, "***")
         return outcome, text
+
+
+def _adapter_bug(lane: _Lane, what: str) -> str:
+    """The dead-letter reason for an adapter that failed (only the exception's type: its text may hold payload values)."""
+    return (
+        f"tagrelay bug in the {lane.adapter.type} adapter ({what}; traceback in the log): please report it;"
+        f" after upgrading, tagrelay replay --destination {lane.name}"
+    )
 
 
 def _plan(rows: list[Row], adapter: Adapter) -> list[list[Row]]:
