@@ -272,3 +272,15 @@ class TestOpening:
 
         with pytest.raises(RuntimeError, match="closed"):
             reader.lookup("81.2.69.160")
+
+
+def test_a_database_corrupt_inside_gives_no_geo_and_one_error_saying_what_to_do(tmp_path, caplog):
+    """Lookups give None, and one ERROR line names the file, the effect and the setting to fix."""
+    data = bytearray((DATA / "GeoIP2-City-Test.mmdb").read_bytes())
+    data[:4000] = b"\xff" * 4000  # the search tree; the metadata at the end still opens
+    path = tmp_path / "corrupt.mmdb"
+    path.write_bytes(bytes(data))
+    reader = GeoReader(path)
+    assert reader.lookup("81.2.69.142") is None and reader.lookup("2.125.160.216") is None
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and str(path) in errors[0] and "TAGRELAY_GEO_DB" in errors[0] and "replaced" in errors[0]

@@ -129,7 +129,11 @@ class MaxMindReader:
         except maxminddb.InvalidDatabaseError:
             if not self._warned_corrupt:
                 self._warned_corrupt = True
-                log.error("%s database %s is corrupt; lookups give None until replaced", self.kind, self.path)
+                log.error(
+                    "%s database %s is corrupt: events carry no %s data until the file is replaced and tagrelay"
+                    " restarted (set by TAGRELAY_%s)",
+                    self.kind, self.path, self.kind, self.setting.upper(),
+                )
             return None
 
     def close(self) -> None:
