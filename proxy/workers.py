@@ -28,6 +28,7 @@ log = logging.getLogger("proxy.workers")
 
 _RESTART_WINDOW_SECS = 10.0
 _MAX_QUICK_DEATHS = 5
+_PASSED_ON = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 
 
 def supervise(settings: Settings, count: int, run_worker: Callable[..., int]) -> int:
@@ -50,25 +51,23 @@ def supervise(settings: Settings, count: int, run_worker: Callable[..., int]) ->
             name=f"tagrelay-worker-{index}",
             daemon=False,
         )
-        proc.start()
+        # The child inherits this mask and the supervisor's handlers; it sets
+        # its own before it lets a signal in (see _child).
+        signal.pthread_sigmask(signal.SIG_BLOCK, _PASSED_ON)
+        try:
+            proc.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _PASSED_ON)
         return proc
-
-    supervisor = os.getpid()
 
     def stop(signum: int, _frame: Any) -> None:
         nonlocal stopping
-        if os.getpid() != supervisor:
-            # A worker forked a moment ago, before it set its own handlers:
-            # it has taken nothing yet, so it just leaves.
-            raise SystemExit(0)
         stopping = True
         for proc in procs:
             if proc.is_alive() and proc.pid is not None:
                 os.kill(proc.pid, signal.SIGTERM)
 
     def hup(signum: int, _frame: Any) -> None:
-        if os.getpid() != supervisor:
-            return  # as above; it loads the rules as it starts
         for proc in procs:
             if proc.is_alive() and proc.pid is not None:
                 os.kill(proc.pid, signal.SIGHUP)
@@ -110,7 +109,13 @@ def supervise(settings: Settings, count: int, run_worker: Callable[..., int]) ->
 
 
 def _child(run_worker: Callable[..., int], settings: Settings, announce: bool) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor turns ^C into SIGTERM
+    # Signals sent before the server sets its handlers: SIGTERM ends a worker
+    # that has taken nothing yet; a reload is moot, it loads the rules as it
+    # starts; the supervisor turns ^C into SIGTERM.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _PASSED_ON)
     raise SystemExit(run_worker(settings, announce=announce, reuse_port=True))
 
 
