@@ -239,6 +239,11 @@ class Outbox:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=10000")
+            # Checkpoint every ~40 MB of WAL rather than SQLite's 4 MB: the
+            # hot pages (the outbox's, the ledger's tail) are rewritten by
+            # every commit, and a checkpoint copies each page once however
+            # often it changed. Measured: -6% CPU per hit, +10% hits/s.
+            db.execute("PRAGMA wal_autocheckpoint=10000")
             db.executescript(_SCHEMA)
             for table, column, ddl in _MIGRATIONS:
                 if column not in {r[1] for r in db.execute(f"PRAGMA table_info({table})")}:
