@@ -95,7 +95,7 @@ def plan_rows(rules: RuleSet, events: list[Event], now: float) -> tuple[list[Que
                 log.debug("event %s not sent to %s: payload not serialisable: %s", event.id, dest, exc)
                 ledger.append(LedgerRow(event.id, now, dest, "dropped", f"payload not serialisable: {exc}"))
                 continue
-            rows.append(QueuedRow(dest, event.id, event.time, key, data))
+            rows.append(QueuedRow(dest, event.id, event.time, key, data, p.payload))
             ledger.append(LedgerRow(event.id, now, dest, "queued", f"route {p.route.name!r}"))
         for skip in skips:
             log.debug("event %s skipped for %s: %s", event.id, skip.destination, skip.reason)

@@ -142,6 +142,10 @@ class QueuedRow:
     event_time: float
     batch_key: str
     payload: dict[str, Any] | bytes  # bytes: already JSON
+    # With bytes: the same payload as a dict, which rows leased to this
+    # process then carry instead of parsing the bytes back. Nothing may
+    # change it once queued.
+    rendered: dict[str, Any] | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -418,10 +422,11 @@ class Outbox:
         i = first
         for rows, *_ in batch:
             mine: list[Row] = []
-            for _ in rows:
+            for r in rows:
                 dest, event_id, event_time, key, data, created, leased_until, _, ref = values[i - first]
                 if numbered and leased_until:
-                    mine.append(Row(i, dest, event_id, event_time, key, orjson.loads(data), 0, created, len(data), ref, leased_until))
+                    doc = r.rendered if r.rendered is not None else orjson.loads(data)
+                    mine.append(Row(i, dest, event_id, event_time, key, doc, 0, created, len(data), ref, leased_until))
                 i += 1
             out.append(mine)
         return out
