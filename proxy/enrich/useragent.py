@@ -25,9 +25,10 @@ not in its spider list, so a short pattern list of our own covers those.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
-from typing import Literal
+from typing import Callable, Literal
 
 import ua_parser
 from ua_parser import caching
@@ -120,6 +121,11 @@ class UserAgentParser:
             # (bots with random UAs) from pushing out the popular ones.
             base = caching.CachingResolver(base, caching.S3Fifo(cache_size))
         self._parser = ua_parser.Parser(base)
+        # And the finished UAInfo (frozen), which costs several times the
+        # cached parse to build: the bot and category patterns run on it.
+        self._cached_info: Callable[[str], UAInfo] = (
+            functools.lru_cache(maxsize=cache_size)(self._info) if cache_size else self._info
+        )
         self.resolver: ResolverName = resolver
         self.cache_size = cache_size
         log.info(
@@ -139,7 +145,9 @@ class UserAgentParser:
         # collect forwards them; UA reduction freezes Chrome's string at
         # "Windows NT 10.0" / "Mac OS X 10_15_7" / "Android 10; K", so the
         # OS version and Android model here are placeholders for Chrome.
-        ua = ua[:MAX_UA_CHARS]
+        return self._cached_info(ua[:MAX_UA_CHARS])
+
+    def _info(self, ua: str) -> UAInfo:
         if not ua.isascii():
             # aiohttp decodes header bytes that are not UTF-8 as lone
             # surrogates (surrogateescape); the Rust resolver cannot encode
