@@ -33,6 +33,7 @@ lower-case form.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import re
@@ -92,11 +93,11 @@ def client_ip(
     unchanged. ``auto`` reads them in the module docstring's order, for
     set-ups where the proxy strips what it does not set.
     """
-    peer_addr = _parse(peer) if peer else None
+    peer_addr, peer_text = _peer(peer) if peer else (None, "")
     if peer_addr is None:
         return ""
     if not trusted or not _in(peer_addr, trusted):
-        return str(peer_addr)
+        return peer_text
 
     cf = _values(headers, "CF-Connecting-IP") if header in ("cf-connecting-ip", "auto") else []
     if cf:
@@ -104,7 +105,7 @@ def client_ip(
         addr = _parse(cf[0]) if len(cf) == 1 else None
         if addr is None:
             log.debug("CF-Connecting-IP is not one address; using the peer")
-            return str(peer_addr)
+            return peer_text
         return str(addr)
 
     forwarded = _values(headers, "Forwarded") if header in ("forwarded", "auto") else []
@@ -117,7 +118,7 @@ def client_ip(
     if xff:
         return _walk(",".join(xff).split(","), peer_addr, trusted, "X-Forwarded-For")
 
-    return str(peer_addr)
+    return peer_text
 
 
 def _walk(
@@ -185,6 +186,13 @@ def _unquote(value: str) -> str:
     if len(value) >= 2 and value[0] == value[-1] == '"':
         return re.sub(r"\\(.)", r"\1", value[1:-1])
     return value
+
+
+@functools.lru_cache(maxsize=4096)
+def _peer(peer: str) -> tuple[IPAddress | None, str]:
+    """The TCP peer's address and its text, per peer (the same clients come back; peers are short)."""
+    addr = _parse(peer)
+    return addr, str(addr) if addr is not None else ""
 
 
 def _parse(value: str | None) -> IPAddress | None:
