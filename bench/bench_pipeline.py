@@ -418,6 +418,9 @@ def report(results: dict[str, list[dict[str, float]]], depth: list[tuple[float, 
     print(f"\nratio tagrelay / aiohttp-204: {rate / med('aiohttp', 'rate'):.2f}   (target >= 0.5)")
     print(f"ratio tagrelay / nginx-204:   {rate / med('nginx', 'rate'):.2f}")
     print(f"tagrelay accepted hits/s per core: {per_core:.0f}   (target >= 3500)")
+    # The line above divides by every core, though wrk and the stand-ins use
+    # some of them; this one is what a core given to tagrelay alone would do.
+    print(f"  per second of tagrelay's own CPU: {1e6 / med('tagrelay', 'cpu_us_per_hit'):.0f} hits (1e6 / µs CPU per hit)")
     print(f"tagrelay RSS per worker: {max(r['rss_mb'] for r in tag):.1f} MB   (target <= 100)")
 
 
