@@ -138,7 +138,8 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     )
     housekeeping = asyncio.create_task(_housekeeping(app), name="housekeeping")
     loop = asyncio.get_running_loop()
-    hup = _install_sighup(loop, app)
+    reloads = _Reloads(app)
+    hup = _install_sighup(loop, reloads)
     try:
         yield
     finally:
@@ -146,6 +147,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
             loop.remove_signal_handler(signal.SIGHUP)
         housekeeping.cancel()
         await asyncio.gather(housekeeping, return_exceptions=True)
+        await reloads.finish()  # before what a reload uses is closed
         await delivery.stop()
         await outbox.close()
         await app[RULES].current.close()
@@ -167,17 +169,47 @@ async def _last_resort(request: web.Request, handler: Any) -> web.StreamResponse
         return web.json_response({"error": "internal error (logged)"}, status=500)
 
 
-def _install_sighup(loop: asyncio.AbstractEventLoop, app: web.Application) -> bool:
+class _Reloads:
+    """SIGHUP's reloads, one at a time.
+
+    Signals that come during a reload ask for one more after it, however
+    many they are: a burst of SIGHUPs (a deploy tool, a loop in a script)
+    costs two reloads, not a queue of them.
+    """
+
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
+        self.task: asyncio.Task[None] | None = None
+        self.again = False
+
+    def request(self) -> None:
+        if self.task is not None and not self.task.done():
+            self.again = True
+            return
+        self.task = asyncio.get_running_loop().create_task(self._run(), name="reload-rules")
+
+    async def _run(self) -> None:
+        while True:
+            self.again = False
+            try:
+                await reload_rules(self.app)
+            except Exception:
+                # Rule problems are reported by reload_rules; this is the outbox or a bug.
+                log.exception("rules reload failed; the running rules stay")
+            if not self.again:
+                return
+
+    async def finish(self) -> None:
+        """Let a running reload end (no further ones) before the service closes what it uses."""
+        self.again = False
+        if self.task is not None:
+            await asyncio.gather(self.task, return_exceptions=True)
+
+
+def _install_sighup(loop: asyncio.AbstractEventLoop, reloads: _Reloads) -> bool:
     """SIGHUP reloads the rule files (only possible in the main thread)."""
-    tasks: set[asyncio.Task[bool]] = set()
-
-    def on_hup() -> None:
-        task = loop.create_task(reload_rules(app), name="reload-rules")
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-
     try:
-        loop.add_signal_handler(signal.SIGHUP, on_hup)
+        loop.add_signal_handler(signal.SIGHUP, reloads.request)
     except (ValueError, RuntimeError, NotImplementedError):
         return False  # not the main thread (tests) or no signals here
     return True

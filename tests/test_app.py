@@ -280,3 +280,35 @@ async def test_housekeeping_buries_rows_for_a_lost_destination_once_no_one_holds
     await outbox.put([QueuedRow("gone", "e-gone", 1.0, "", {"n": 1})])
     await _tidy(app)
     assert [(d.destination, d.reason) for d in await outbox.dead_letters()] == [("gone", "destination not in the rules")]
+
+
+async def test_a_reload_signalled_as_the_service_stops_finishes_before_the_outbox_closes(
+    aiohttp_server, tmp_path, caplog, monkeypatch
+):
+    """SIGHUP then an immediate stop: the reload completes first, rather than failing on a closed outbox."""
+    import logging
+    import os
+    import signal
+    import time
+
+    import proxy.app
+
+    def slow_load_rules(*args, **kwargs):  # a slow disk: the stop surely comes mid-reload
+        time.sleep(0.2)
+        return load_rules(*args, **kwargs)
+
+    monkeypatch.setattr(proxy.app, "load_rules", slow_load_rules)
+    settings = Settings(rules_dir=rules_dir(tmp_path), data_dir=tmp_path)
+    server = await aiohttp_server(make_app(settings, load_rules(settings.rules_dir, env={})))
+    assert signal.getsignal(signal.SIGHUP) not in (signal.SIG_DFL, signal.SIG_IGN, None), "no SIGHUP handler: would end pytest"
+    caplog.set_level(logging.INFO, logger="proxy.app")
+    os.kill(os.getpid(), signal.SIGHUP)
+    for _ in range(500):
+        reloading = [t for t in asyncio.all_tasks() if t.get_name() == "reload-rules"]
+        if reloading:
+            break
+        await asyncio.sleep(0.001)
+    assert reloading, "the SIGHUP started no reload"
+    await server.close()
+    assert reloading[0].done() and not reloading[0].cancelled() and reloading[0].exception() is None
+    assert "rules reloaded" in caplog.text
