@@ -72,10 +72,15 @@ def supervise(settings: Settings, count: int, run_worker: Callable[..., int]) ->
             if proc.is_alive() and proc.pid is not None:
                 os.kill(proc.pid, signal.SIGHUP)
 
-    procs = [start(i) for i in range(count)]
+    # Handlers first: a signal while the workers start is then passed on
+    # (or ends the start) rather than killing the supervisor outright.
+    procs: list[Any] = []
     signal.signal(signal.SIGHUP, hup)
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    for i in range(count):
+        if not stopping:
+            procs.append(start(i))
     log.info("started %d workers sharing %s:%d", count, settings.host, settings.port)
     deaths: list[float] = []
     failed = False
