@@ -78,6 +78,7 @@ def plan_rows(rules: RuleSet, events: list[Event], now: float) -> tuple[list[Que
     ledger: list[LedgerRow] = []
     for event in events:
         planned, skips = route(rules, event)
+        queued: dict[str, list[str]] = {}  # route name -> its destinations that got a row
         for p in planned:
             dest = p.destination.name
             if p.payload is None:
@@ -96,7 +97,10 @@ def plan_rows(rules: RuleSet, events: list[Event], now: float) -> tuple[list[Que
                 ledger.append(LedgerRow(event.id, now, dest, "dropped", f"payload not serialisable: {exc}"))
                 continue
             rows.append(QueuedRow(dest, event.id, event.time, key, data, p.payload))
-            ledger.append(LedgerRow(event.id, now, dest, "queued", f"route {p.route.name!r}"))
+            queued.setdefault(p.route.name, []).append(dest)
+        # One entry per route for all its destinations (the ledger is the bulk
+        # of each hit's writes); trace shows it as one line per destination.
+        ledger.extend(LedgerRow(event.id, now, ",".join(dests), "queued", f"route {name!r}") for name, dests in queued.items())
         for skip in skips:
             log.debug("event %s skipped for %s: %s", event.id, skip.destination, skip.reason)
             ledger.append(LedgerRow(event.id, now, skip.destination, "skipped", skip.reason))

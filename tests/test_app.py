@@ -312,3 +312,15 @@ async def test_a_reload_signalled_as_the_service_stops_finishes_before_the_outbo
     await server.close()
     assert reloading[0].done() and not reloading[0].cancelled() and reloading[0].exception() is None
     assert "rules reloaded" in caplog.text
+
+
+async def test_trace_lists_each_destination_a_route_queued_the_event_for(aiohttp_client, tmp_path):
+    """One route to two destinations: the event's trace says queued and sent for each."""
+    extra = f'[destinations.copy]\ntype = "file"\npath = "{tmp_path}/copy.jsonl"\n'
+    settings = Settings(rules_dir=rules_dir(tmp_path, extra, to='"log", "copy"'), data_dir=tmp_path)
+    client = await aiohttp_client(make_app(settings, load_rules(settings.rules_dir, env={})))
+    assert (await client.post("/e", data=orjson.dumps(HIT))).status == 204
+    assert await client.app[DELIVERY].wait_idle(5)
+    steps = [(r.destination, r.what) for r in await client.app[DELIVERY].outbox.trace("ev-1")]
+    assert steps[:2] == [("log", "queued"), ("copy", "queued")]
+    assert sorted(steps[2:]) == [("copy", "sent"), ("log", "sent")]

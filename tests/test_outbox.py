@@ -119,6 +119,13 @@ async def test_full_outbox_refuses_with_a_clear_reason(tmp_path):
     await box.close()
 
 
+async def test_one_queued_entry_naming_several_destinations_traces_as_one_line_each(outbox):
+    """plan_rows writes a route's destinations as one "queued" entry; trace gives each destination its own."""
+    await outbox.put([q(1, "meta"), q(1, "ga4")], [LedgerRow("e1", 10.0, "meta,ga4", "queued", "route 'a'")])
+    assert [(r.destination, r.what, r.detail) for r in await outbox.trace("e1")] == [
+        ("meta", "queued", "route 'a'"), ("ga4", "queued", "route 'a'")]  # fmt: skip
+
+
 async def test_ledger_traces_an_event_and_prunes_old_entries(outbox):
     """The ledger lists what happened to an event in order; entries past retention go."""
     await outbox.put([q(1)], [LedgerRow("e1", 10.0, "meta", "queued", "route 'a'")])

@@ -185,7 +185,7 @@ class DeadRow:
 class LedgerRow:
     event_id: str
     at: float
-    destination: str  # "" for event-level entries
+    destination: str  # "" for event-level entries; "a,b,c" for one "queued" entry naming several
     what: str  # queued, skipped, sent, retry, dead, replayed
     detail: str
     ref: int = 0  # the rowid of the event's anchor entry; 0 makes this entry an anchor
@@ -664,7 +664,11 @@ class Outbox:
             " ORDER BY at, rowid",
             (event_id,),
         ).fetchall()
-        return [LedgerRow(*r[:5]) for r in rows]
+        out: list[LedgerRow] = []
+        for event, at, destinations, what, detail, _ in rows:
+            # Destination names have no commas (rules._NAME): "a,b" is an entry for each.
+            out.extend(LedgerRow(event, at, d, what, detail) for d in destinations.split(","))
+        return out
 
     async def prune_ledger(self, now: float | None = None) -> int:
         cutoff = (time.time() if now is None else now) - self.ledger_retention_secs
