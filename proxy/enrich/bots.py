@@ -59,6 +59,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from multidict import CIMultiDict, CIMultiDictProxy
+
 from proxy.model import UAInfo
 from proxy.settings import SettingsError
 
@@ -166,7 +168,11 @@ def bot_score(
     None when no ASN database is configured or the address is not in it.
     See the module table for reasons and weights.
     """
-    lowered = {str(k).lower(): v for k, v in headers.items()}
+    # aiohttp's headers already compare names case-insensitively; only other
+    # mappings are copied with lower-cased names.
+    lowered: Mapping[str, Any] = (
+        headers if isinstance(headers, (CIMultiDict, CIMultiDictProxy)) else {str(k).lower(): v for k, v in headers.items()}
+    )
     reasons: list[str] = []
     score = 0
 
