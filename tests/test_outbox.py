@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import re
 import sqlite3
 import time
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -297,3 +300,34 @@ async def test_pruning_every_entry_does_not_renumber_the_ledger(outbox):
     (row,) = [r for r in await outbox.claim("meta", 10, now=2000.0) if r.event_id == "e1"]
     await outbox.ack([row], [LedgerRow("e1", 31.0, "meta", "sent", "http 200", row.ledger_ref)])
     assert [r.event_id for r in await outbox.trace("e2")] == ["e2"]
+
+
+def _open_at_once(path: str, barrier: Any, errors: Any) -> None:
+    async def go() -> None:
+        box = Outbox(Path(path))
+        await box.open()
+        await box.close()
+
+    barrier.wait()
+    try:
+        asyncio.run(go())
+    except OutboxError as exc:
+        errors.put(str(exc))
+
+
+def test_workers_opening_a_new_outbox_at_once_all_succeed(tmp_path):
+    """serve --workers N on an empty data dir: every worker opens the new file (no "database is locked")."""
+    ctx = multiprocessing.get_context("fork")
+    errors = ctx.Queue()
+    for attempt in range(24):  # the race is a matter of timing: several tries
+        path = str(tmp_path / f"fresh-{attempt}" / "outbox.sqlite3")
+        barrier = ctx.Barrier(4)
+        procs = [ctx.Process(target=_open_at_once, args=(path, barrier, errors)) for _ in range(4)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(30)
+    found = []
+    while not errors.empty():
+        found.append(errors.get())
+    assert found == []

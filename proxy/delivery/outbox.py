@@ -239,7 +239,23 @@ class Outbox:
     def _open(self) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
+            self._lock_fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            # Workers starting together would otherwise race to create the
+            # file and switch it to WAL, and SQLite answers one of them
+            # "database is locked" at once, without waiting.
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            try:
+                db = self._setup()
+            finally:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+        except (OSError, sqlite3.Error) as exc:
+            raise OutboxError(f"outbox {str(self.path)!r}: cannot open: {exc}") from None
+        self._db = db
+
+    def _setup(self) -> sqlite3.Connection:
+        """Connect, and create or upgrade the file (under the lock)."""
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
+        try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=10000")
@@ -253,14 +269,14 @@ class Outbox:
                 if column not in {r[1] for r in db.execute(f"PRAGMA table_info({table})")}:
                     db.execute(ddl)
             db.executescript(_INDEXES)
-            self._lock_fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except (OSError, sqlite3.Error) as exc:
-            raise OutboxError(f"outbox {str(self.path)!r}: cannot open: {exc}") from None
-        self._db = db
-        self._rows_estimate = db.execute("SELECT count(*) FROM outbox").fetchone()[0]
-        if self._rows_estimate >= self.max_rows:
-            self.full_reason = f"outbox holds {self._rows_estimate} rows, the limit is {self.max_rows}"
-        self._release_orphans(db)
+            self._rows_estimate = db.execute("SELECT count(*) FROM outbox").fetchone()[0]
+            if self._rows_estimate >= self.max_rows:
+                self.full_reason = f"outbox holds {self._rows_estimate} rows, the limit is {self.max_rows}"
+            self._release_orphans(db)
+        except BaseException:
+            db.close()
+            raise
+        return db
 
     def _release_orphans(self, db: sqlite3.Connection) -> None:
         """Give back rows leased by processes that no longer exist (killed mid-send).
