@@ -6,7 +6,6 @@ import asyncio
 import gzip
 import hashlib
 import logging
-import signal
 import time
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
@@ -30,7 +29,7 @@ from .rules import RuleSet, RulesError, load_rules
 from .settings import Settings
 from .telemetry import CONTENT_TYPE, Metrics
 
-__all__ = ["make_app", "SETTINGS", "RULES", "DELIVERY", "ENRICHER", "METRICS"]
+__all__ = ["make_app", "SETTINGS", "RULES", "DELIVERY", "ENRICHER", "METRICS", "RELOADS", "Reloads"]
 
 log = logging.getLogger("proxy.app")
 
@@ -82,6 +81,7 @@ def make_app(settings: Settings, rules: RuleSet) -> web.Application:
     app[API_KEYS] = parse_api_keys(settings.api_keys)
     app[RULES] = LiveRules(rules)
     app[METRICS] = Metrics()
+    app[RELOADS] = Reloads(app)
     app[_LAST_PRUNE] = [0.0]
     static = settings.static_dir
     app[_SCRIPTS] = {settings.script_path: Script((static / "collector.js").read_text("utf-8"), settings.collect_path)}
@@ -137,17 +137,14 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         len(app[RULES].current.routes),
     )
     housekeeping = asyncio.create_task(_housekeeping(app), name="housekeeping")
-    loop = asyncio.get_running_loop()
-    reloads = _Reloads(app)
-    hup = _install_sighup(loop, reloads)
+    reloads = app[RELOADS]
+    reloads.open()
     try:
         yield
     finally:
-        if hup:
-            loop.remove_signal_handler(signal.SIGHUP)
         housekeeping.cancel()
         await asyncio.gather(housekeeping, return_exceptions=True)
-        await reloads.finish()  # before what a reload uses is closed
+        await reloads.close()  # before what a reload uses is closed
         await delivery.stop()
         await outbox.close()
         await app[RULES].current.close()
@@ -169,24 +166,37 @@ async def _last_resort(request: web.Request, handler: Any) -> web.StreamResponse
         return web.json_response({"error": "internal error (logged)"}, status=500)
 
 
-class _Reloads:
-    """SIGHUP's reloads, one at a time.
+class Reloads:
+    """Rule reloads asked for by SIGHUP (``tagrelay serve`` owns the signal), one at a time.
 
-    Signals that come during a reload ask for one more after it, however
+    Requests that come during a reload ask for one more after it, however
     many they are: a burst of SIGHUPs (a deploy tool, a loop in a script)
-    costs two reloads, not a queue of them.
+    costs two reloads, not a queue of them. A request before the service
+    has started is kept and runs as it starts (the rule files may have
+    changed after they were read); one as it stops is moot.
     """
 
     def __init__(self, app: web.Application) -> None:
         self.app = app
         self.task: asyncio.Task[None] | None = None
         self.again = False
+        self.state = "new"  # new -> open -> closed
 
     def request(self) -> None:
-        if self.task is not None and not self.task.done():
+        if self.state == "new":
             self.again = True
-            return
-        self.task = asyncio.get_running_loop().create_task(self._run(), name="reload-rules")
+        elif self.state == "closed":
+            log.debug("reload asked for while stopping: ignored")
+        elif self.task is not None and not self.task.done():
+            self.again = True
+        else:
+            self.task = asyncio.get_running_loop().create_task(self._run(), name="reload-rules")
+
+    def open(self) -> None:
+        self.state = "open"
+        if self.again:
+            log.info("a reload was asked for while starting: reloading the rules now")
+            self.request()
 
     async def _run(self) -> None:
         while True:
@@ -199,20 +209,14 @@ class _Reloads:
             if not self.again:
                 return
 
-    async def finish(self) -> None:
+    async def close(self) -> None:
         """Let a running reload end (no further ones) before the service closes what it uses."""
-        self.again = False
+        self.state, self.again = "closed", False
         if self.task is not None:
             await asyncio.gather(self.task, return_exceptions=True)
 
 
-def _install_sighup(loop: asyncio.AbstractEventLoop, reloads: _Reloads) -> bool:
-    """SIGHUP reloads the rule files (only possible in the main thread)."""
-    try:
-        loop.add_signal_handler(signal.SIGHUP, reloads.request)
-    except (ValueError, RuntimeError, NotImplementedError):
-        return False  # not the main thread (tests) or no signals here
-    return True
+RELOADS = web.AppKey("reloads", Reloads)
 
 
 _reload_lock = asyncio.Lock()

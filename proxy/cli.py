@@ -9,6 +9,7 @@ import contextlib
 import gc
 import logging
 import os
+import signal
 import sys
 import time
 import uuid
@@ -24,6 +25,8 @@ from .rules import RuleSet, RulesError, load_rules
 from .settings import Settings, SettingsError
 
 __all__ = ["main"]
+
+log = logging.getLogger("proxy.cli")
 
 EXIT_OK = 0
 EXIT_PROBLEM = 2
@@ -189,14 +192,48 @@ def _tune_gc() -> None:
     gc.set_threshold(10_000, 50, 100)
 
 
+class _EarlyStop(Exception):
+    """SIGTERM (or ^C) before the server took anything: leave at once."""
+
+
 def _run_worker(settings: Settings, announce: bool = True, reuse_port: bool = False) -> int:
-    """Run one server process until it is told to stop."""
+    """Run one server process until it is told to stop.
+
+    ``reuse_port``: one of ``serve --workers N``'s processes. Its supervisor
+    started it with SIGTERM, SIGINT and SIGHUP blocked (they stay blocked
+    until the handlers below are set) and turns ^C into SIGTERM, so a worker
+    ignores SIGINT.
+    """
+    try:
+        return _serve_signals(settings, announce, reuse_port)
+    except _EarlyStop:
+        return EXIT_OK
+    finally:
+        # Past the server's own handlers the process only exits: a late
+        # signal must not turn a clean stop into a kill.
+        for sig in _SERVE_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+
+
+_SERVE_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def _serve_signals(settings: Settings, announce: bool, supervised: bool) -> int:
     from aiohttp import web
 
-    from .app import make_app
+    from .app import RELOADS, make_app
     from .delivery import OutboxError
     from .telemetry import setup_logging
 
+    early_reload: list[bool] = []
+
+    def early_stop(signum: int, _frame: Any) -> None:
+        raise _EarlyStop
+
+    signal.signal(signal.SIGHUP, lambda _s, _f: early_reload.append(True))
+    signal.signal(signal.SIGTERM, early_stop)
+    signal.signal(signal.SIGINT, signal.SIG_IGN if supervised else early_stop)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _SERVE_SIGNALS)
     setup_logging()
     rules = _load(settings.rules_dir, quiet=True)  # serve printed the warnings already
     if rules is None:
@@ -207,6 +244,25 @@ def _run_worker(settings: Settings, announce: bool = True, reuse_port: bool = Fa
         print(f"tagrelay: cannot start: {exc}", file=sys.stderr)
         return EXIT_PROBLEM
     _tune_gc()
+    loop = _event_loop()
+    stopping: list[bool] = []
+
+    def stop() -> None:
+        # The first stop signal ends the server the way aiohttp's own handler
+        # would; later ones (a second SIGTERM, ^C reaching a worker beside
+        # the supervisor's SIGTERM) must not cut the graceful stop short.
+        if stopping:
+            log.info("already stopping: finishing what is in flight")
+            return
+        stopping.append(True)
+        raise web.GracefulExit()
+
+    loop.add_signal_handler(signal.SIGTERM, stop)
+    if not supervised:
+        loop.add_signal_handler(signal.SIGINT, stop)
+    loop.add_signal_handler(signal.SIGHUP, app[RELOADS].request)
+    if early_reload:
+        app[RELOADS].request()  # kept until the service has started
     base = f"http://{settings.host}:{settings.port}"
     banner = f"tagrelay listening on {base} (collector {base}{settings.script_path})"
     if settings.demo:
@@ -216,13 +272,13 @@ def _run_worker(settings: Settings, announce: bool = True, reuse_port: bool = Fa
 
         web.run_app(
             app,
-            loop=_event_loop(),
+            loop=loop,
             access_log_class=AccessLogger,  # no query strings or raw referrers in the access log
             host=settings.host,
             port=settings.port,
-            reuse_port=reuse_port or None,
+            reuse_port=supervised or None,
             print=(lambda _: print(banner, flush=True)) if announce else None,
-            handle_signals=True,
+            handle_signals=False,  # the handlers above
         )
     except OutboxError as exc:  # opened as the server starts
         print(f"tagrelay: cannot start: {exc} (TAGRELAY_DATA_DIR or TAGRELAY_OUTBOX_PATH must be a writable place)", file=sys.stderr)

@@ -44,7 +44,7 @@ def supervise(settings: Settings, count: int, run_worker: Callable[..., int]) ->
     ctx = multiprocessing.get_context("fork")
     stopping = False
 
-    def start(index: int) -> Any:
+    def start(index: int) -> None:
         proc = ctx.Process(
             target=_child,
             args=(run_worker, settings, index == 0),
@@ -52,45 +52,50 @@ def supervise(settings: Settings, count: int, run_worker: Callable[..., int]) ->
             daemon=False,
         )
         # The child inherits this mask and the supervisor's handlers; it sets
-        # its own before it lets a signal in (see _child).
+        # its own before it lets a signal in (proxy.cli._run_worker). The
+        # supervisor's own signals wait too, until the new worker is in
+        # procs, where stop() finds it.
         signal.pthread_sigmask(signal.SIG_BLOCK, _PASSED_ON)
         try:
             proc.start()
+            procs[index] = proc
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _PASSED_ON)
-        return proc
 
     def stop(signum: int, _frame: Any) -> None:
         nonlocal stopping
         stopping = True
         for proc in procs:
-            if proc.is_alive() and proc.pid is not None:
+            if proc is not None and proc.is_alive() and proc.pid is not None:
                 os.kill(proc.pid, signal.SIGTERM)
 
     def hup(signum: int, _frame: Any) -> None:
+        if stopping:
+            return  # a reload is moot now, and would only slow the stop
         for proc in procs:
-            if proc.is_alive() and proc.pid is not None:
+            if proc is not None and proc.is_alive() and proc.pid is not None:
                 os.kill(proc.pid, signal.SIGHUP)
 
     # Handlers first: a signal while the workers start is then passed on
     # (or ends the start) rather than killing the supervisor outright.
-    procs: list[Any] = []
+    procs: list[Any] = [None] * count
     signal.signal(signal.SIGHUP, hup)
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     for i in range(count):
         if not stopping:
-            procs.append(start(i))
-    log.info("started %d workers sharing %s:%d", count, settings.host, settings.port)
+            start(i)
+    if not stopping:
+        log.info("started %d workers sharing %s:%d", count, settings.host, settings.port)
     deaths: list[float] = []
     failed = False
     try:
         while True:
-            alive = [p for p in procs if p.is_alive()]
+            alive = [p for p in procs if p is not None and p.is_alive()]
             if stopping and not alive:
                 break
             for i, proc in enumerate(procs):
-                if proc.is_alive() or stopping:
+                if proc is None or proc.is_alive() or stopping:
                     continue
                 _mark_dead(proc.pid)
                 now = time.monotonic()
@@ -104,23 +109,23 @@ def supervise(settings: Settings, count: int, run_worker: Callable[..., int]) ->
                     stop(signal.SIGTERM, None)
                     break
                 log.error("worker %d (pid %s) died with exit code %s; starting a new one", i, proc.pid, proc.exitcode)
-                procs[i] = start(i)
+                start(i)
             time.sleep(0.2)
     finally:
         for proc in procs:
-            proc.join(timeout=30)
+            if proc is not None:
+                proc.join(timeout=30)
         shutil.rmtree(metrics_dir, ignore_errors=True)
+        # The supervisor only exits from here: a late signal must not turn
+        # its clean exit into a kill.
+        for sig in _PASSED_ON:
+            signal.signal(sig, signal.SIG_IGN)
     return 2 if failed else 0  # 2: the CLI's "cannot run as configured"
 
 
 def _child(run_worker: Callable[..., int], settings: Settings, announce: bool) -> None:
-    # Signals sent before the server sets its handlers: SIGTERM ends a worker
-    # that has taken nothing yet; a reload is moot, it loads the rules as it
-    # starts; the supervisor turns ^C into SIGTERM.
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _PASSED_ON)
+    # Signals stay blocked here: run_worker sets the worker's handlers, then
+    # lets them in (a SIGHUP sent meanwhile then still reloads).
     raise SystemExit(run_worker(settings, announce=announce, reuse_port=True))
 
 

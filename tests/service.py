@@ -74,6 +74,7 @@ class Service:
         workers: int = 1,
         env: dict[str, str] | None = None,
         port: int | None = None,
+        own_process_group: bool = False,
     ) -> None:
         self.rules_dir = rules_dir
         self.data_dir = data_dir
@@ -83,6 +84,9 @@ class Service:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir / "serve.log"
         self.starts = 0
+        # A process group of its own, as a terminal gives a command: then
+        # os.killpg(service.pid, SIGINT) is what one ^C sends.
+        self.own_process_group = own_process_group
 
     @property
     def url(self) -> str:
@@ -95,6 +99,12 @@ class Service:
         keep-alive connection on it, and a signal sent then could reach a
         worker that has not set its handlers yet.
         """
+        self.launch()
+        self.wait_healthy(wait_secs)
+        return self
+
+    def launch(self) -> None:
+        """Start the server process and return at once (start() also waits until it serves)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.starts += 1
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it while it runs
@@ -102,10 +112,10 @@ class Service:
         log.flush()
         cmd = [sys.executable, "-m", "proxy", "serve", "--host", "127.0.0.1", "--port", str(self.port),
                "--rules", str(self.rules_dir), "--workers", str(self.workers)]  # fmt: skip
-        self.proc = subprocess.Popen(cmd, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            cmd, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=self.own_process_group
+        )
         log.close()
-        self.wait_healthy(wait_secs)
-        return self
 
     def wait_healthy(self, wait_secs: float = 20.0) -> None:
         deadline = time.monotonic() + wait_secs

@@ -31,6 +31,7 @@ graceful stop (SIGTERM) there are none at all.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sqlite3
 import time
@@ -112,7 +113,7 @@ to = ["meta", "hook"]
     return meta, hook, rules
 
 
-def service(tmp_path: Path, rules: str, workers: int = 1) -> Service:
+def service(tmp_path: Path, rules: str, workers: int = 1, own_process_group: bool = False) -> Service:
     rules_dir = tmp_path / "rules"
     rules_dir.mkdir(exist_ok=True)
     (rules_dir / "10-reliability.toml").write_text(rules, encoding="utf-8")
@@ -121,7 +122,7 @@ def service(tmp_path: Path, rules: str, workers: int = 1) -> Service:
         "TAGRELAY_RETRY_CAP_SECS": "1",
         "TAGRELAY_DELIVERY_TIMEOUT_SECS": "5",
     }
-    return Service(rules_dir, tmp_path / "data", workers=workers, env=env)
+    return Service(rules_dir, tmp_path / "data", workers=workers, env=env, own_process_group=own_process_group)
 
 
 def meta_ids(meta: web.Application) -> list[str]:
@@ -641,3 +642,80 @@ async def test_deadletters_replay_and_trace_commands(aiohttp_client, aiohttp_ser
     assert traced.returncode == 0, traced.stderr
     assert [line.split()[3] for line in traced.stdout.splitlines()] == ["queued", "retry", "dead", "replayed", "sent"]
     assert after.stdout.strip() == "no dead letters"
+
+
+# -- signals at awkward moments ------------------------------------------------
+
+
+async def _stop_mid_delivery(aiohttp_server, tmp_path: Path, workers: int, send_stop: Callable[[Service], None]) -> tuple[int | None, list[str], Service]:
+    """Start, load until the slow webhook holds requests, run ``send_stop``; the exit code and rows still leased at exit."""
+    _meta, hook, rules = await standins(aiohttp_server, hook_delay_secs=0.5)
+    svc = service(tmp_path, rules, workers=workers, own_process_group=True)
+    await asyncio.to_thread(svc.start)
+    try:
+
+        async def stop() -> None:
+            await asyncio.to_thread(send_stop, svc)  # the stand-ins keep answering meanwhile
+
+        await load(svc.url, 400, prefix="sig", when=lambda n: n >= 100 and hook.in_progress > 0, then=stop)
+        code = await asyncio.to_thread(svc.wait, 30)
+        leased = [e for rs in queued(svc.data_dir).values() for e, until in rs if until > time.time()]
+    finally:
+        await asyncio.to_thread(svc.stop)
+    return code, leased, svc
+
+
+async def test_a_second_sigterm_does_not_cut_the_graceful_stop_short(aiohttp_server, tmp_path):
+    """SIGTERM, then another while requests are in flight: still exit 0 with every lease given back."""
+
+    def twice(svc: Service) -> None:
+        svc.signal(signal.SIGTERM)
+        time.sleep(0.2)
+        svc.signal(signal.SIGTERM)
+
+    code, leased, svc = await _stop_mid_delivery(aiohttp_server, tmp_path, 1, twice)
+    assert code == 0, svc.log()
+    assert leased == []
+
+
+async def test_ctrl_c_with_two_workers_stops_each_worker_gracefully(aiohttp_server, tmp_path):
+    """^C reaches the supervisor and both workers (one process group): exit 0, every lease given back."""
+    code, leased, svc = await _stop_mid_delivery(aiohttp_server, tmp_path, 2, lambda svc: os.killpg(svc.pid, signal.SIGINT))
+    assert code == 0, svc.log()
+    assert leased == []
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_sighup_during_the_stop_changes_nothing(aiohttp_server, tmp_path, workers):
+    """SIGTERM followed by a stream of SIGHUPs (a reload script racing a deploy): exit 0, every lease given back."""
+
+    def term_then_hups(svc: Service) -> None:
+        svc.signal(signal.SIGTERM)
+        for _ in range(100):
+            try:
+                for pid in {svc.pid, *svc.worker_pids()}:
+                    os.kill(pid, signal.SIGHUP)
+            except ProcessLookupError:
+                return
+            time.sleep(0.005)
+
+    code, leased, svc = await _stop_mid_delivery(aiohttp_server, tmp_path, workers, term_then_hups)
+    assert code == 0, svc.log()
+    assert leased == []
+
+
+def test_sigterm_while_the_supervisor_forks_a_worker_stops_everything(tmp_path):
+    """SIGTERM the moment the first worker process exists: the supervisor stops it too and exits 0."""
+    svc = service(tmp_path, f'[destinations.log]\ntype = "file"\npath = "{tmp_path}/e.jsonl"\n[[routes]]\nto = ["log"]\n', workers=2)
+    svc.launch()
+    try:
+        children = Path(f"/proc/{svc.pid}/task/{svc.pid}/children")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not children.read_text().split():
+            pass  # no sleep: the signal must land while the supervisor is still in its fork
+        assert children.read_text().split(), "no worker started"
+        svc.signal(signal.SIGTERM)
+        code = svc.wait(20)
+    finally:
+        svc.stop()
+    assert code == 0, svc.log()
