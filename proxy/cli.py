@@ -125,6 +125,19 @@ def _load(rules_dir: Path, quiet: bool = False) -> RuleSet | None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    # Until the server's own handlers exist a stop signal only ends the start
+    # (nothing is taken yet), and a reload is moot: the rules are read below
+    # and again by each worker.
+    signal.signal(signal.SIGTERM, _early_stop)
+    signal.signal(signal.SIGINT, _early_stop)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        return _start_serving(args)
+    except _EarlyStop:
+        return EXIT_OK
+
+
+def _start_serving(args: argparse.Namespace) -> int:
     try:
         settings = Settings.from_env(
             host=args.host, port=args.port, rules_dir=args.rules, demo=args.demo, workers=args.workers
@@ -196,6 +209,10 @@ class _EarlyStop(Exception):
     """SIGTERM (or ^C) before the server took anything: leave at once."""
 
 
+def _early_stop(signum: int, _frame: Any) -> None:
+    raise _EarlyStop
+
+
 def _run_worker(settings: Settings, announce: bool = True, reuse_port: bool = False) -> int:
     """Run one server process until it is told to stop.
 
@@ -226,13 +243,9 @@ def _serve_signals(settings: Settings, announce: bool, supervised: bool) -> int:
     from .telemetry import setup_logging
 
     early_reload: list[bool] = []
-
-    def early_stop(signum: int, _frame: Any) -> None:
-        raise _EarlyStop
-
     signal.signal(signal.SIGHUP, lambda _s, _f: early_reload.append(True))
-    signal.signal(signal.SIGTERM, early_stop)
-    signal.signal(signal.SIGINT, signal.SIG_IGN if supervised else early_stop)
+    signal.signal(signal.SIGTERM, _early_stop)
+    signal.signal(signal.SIGINT, signal.SIG_IGN if supervised else _early_stop)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _SERVE_SIGNALS)
     setup_logging()
     rules = _load(settings.rules_dir, quiet=True)  # serve printed the warnings already

@@ -719,3 +719,24 @@ def test_sigterm_while_the_supervisor_forks_a_worker_stops_everything(tmp_path):
     finally:
         svc.stop()
     assert code == 0, svc.log()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_while_serve_is_still_starting_exits_0(tmp_path, workers):
+    """SIGTERM as soon as serve has read the rules (before any server runs): a clean exit 0, not a kill."""
+    rules = (
+        f'[destinations.log]\ntype = "file"\npath = "{tmp_path}/e.jsonl"\n[[routes]]\nto = ["log"]\n'
+        # A destination without its token: serve prints a warning as it reads the rules.
+        '[destinations.meta]\ntype = "meta_capi"\noptional = true\npixel_id = "1"\naccess_token = "${NO_SUCH_TOKEN}"\n'
+    )
+    svc = service(tmp_path, rules, workers=workers)
+    svc.launch()
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and "warning:" not in svc.log():
+            pass  # no sleep: the signal should land while serve is still starting
+        svc.signal(signal.SIGTERM)
+        code = svc.wait(20)
+    finally:
+        svc.stop()
+    assert code == 0, svc.log()
