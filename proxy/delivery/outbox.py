@@ -111,6 +111,11 @@ CREATE TABLE IF NOT EXISTS ledger (
 # index inserts append instead of landing on random pages. The ledger is the
 # bulk of each hit's writes: this made it about four times cheaper. Pruning
 # walks rowids, which follow time, so no index on time is needed.
+# TODO(ledger index cost): each anchor still lands on a random page of
+# ledger_anchor (~10 us per hit at 90k events, more as the ledger grows over
+# its retention). Moving anchors into it in sorted batches from an unindexed
+# recent table (housekeeping) would write each page once per batch; do it
+# when a benchmark with a ledger of a few days' events shows it matters.
 _INDEXES = """
 DROP INDEX IF EXISTS ledger_by_event;
 DROP INDEX IF EXISTS ledger_by_time;
