@@ -112,11 +112,12 @@ CREATE TABLE IF NOT EXISTS ledger (
 # bulk of each hit's writes: this made it about four times cheaper. Pruning
 # walks rowids, which follow time, so no index on time is needed.
 # TODO(ledger index cost): each anchor still lands on a random page of
-# ledger_anchor, and the cost grows with the ledger: the outbox's CPU per
-# 3-destination hit is 79 us on an empty ledger, 103 us on one of 2M events
-# (a few days at the 7-day retention), 81 us there without this index. Ends
-# when an index that stays in cache (an integer hash of the event ID, or
-# anchors moved in sorted batches) brings the 2M figure back near 80 us.
+# ledger_anchor, and the cost grows with the ledger. bench/bench_outbox.py
+# (3-destination hits, medians): 59 us per hit on an empty ledger, 67 us on
+# one of 1M events (days of traffic at the 7-day retention), 53 us there
+# without this index. Ends when an index that stays cheap (an integer hash
+# of the event ID, or anchors moved in sorted batches by housekeeping)
+# brings "long" back to "empty" in that benchmark.
 _INDEXES = """
 DROP INDEX IF EXISTS ledger_by_event;
 DROP INDEX IF EXISTS ledger_by_time;
