@@ -233,8 +233,13 @@ def _bool(v: Any, where: str) -> bool:
 
 
 def _click_id(v: Any, where: str) -> str:
-    if not isinstance(v, str) or not v or len(v) > _MAX_CLICK_ID or not v.isprintable():
-        raise HitError(f"{where}: must be a printable string of 1 to {_MAX_CLICK_ID} characters")
+    return _printable(v, where, _MAX_CLICK_ID)
+
+
+def _printable(v: Any, where: str, limit: int) -> str:
+    """An identifier-like value: a non-empty printable string of at most ``limit`` characters."""
+    if not isinstance(v, str) or not v or len(v) > limit or not v.isprintable():
+        raise HitError(f"{where}: must be a printable string of 1 to {limit} characters")
     return v
 
 
@@ -246,21 +251,24 @@ def _short(v: Any, where: str, limit: int) -> str:
     return v
 
 
-def _user(user: Any) -> UserData:
+def _user(user: Any, where: str = "user") -> UserData:
     if not isinstance(user, dict):
-        raise HitError("user: must be an object")
+        raise HitError(f"{where}: must be an object")
     data = UserData()
     for k, v in user.items():
         if k not in _USER_KEYS:
-            # The key is not echoed: a page may put PII anywhere.
-            raise HitError(f"user: unknown field (known: {', '.join(sorted(_USER_KEYS))})")
-        if v is None:
-            continue
-        if not isinstance(v, str) or len(v) > _MAX_USER_VALUE:
-            # The value itself is never echoed: it may be PII.
-            raise HitError(f"user.{k}: must be a string of at most {_MAX_USER_VALUE} characters")
-        setattr(data, k, v)
+            # The key is not echoed: a sender may put PII anywhere.
+            raise HitError(f"{where}: unknown field (known: {', '.join(sorted(_USER_KEYS))})")
+        if v is not None:
+            setattr(data, k, _user_value(v, f"{where}.{k}"))
     return data
+
+
+def _user_value(v: Any, where: str) -> str:
+    if not isinstance(v, str) or len(v) > _MAX_USER_VALUE:
+        # The value itself is never echoed: it may be PII.
+        raise HitError(f"{where}: must be a string of at most {_MAX_USER_VALUE} characters")
+    return v
 
 
 def _show(value: Any) -> str:

@@ -56,10 +56,24 @@ import orjson
 
 # The collector's checks and limits are reused on purpose: the same value is
 # accepted or refused the same way whichever endpoint it came through.
-from .collect import _EVENT_ID, _EVENT_NAME, HitError, _bool, _click_id, _key, _purpose, _show, _string, _value
+from .collect import (
+    _EVENT_ID,
+    _EVENT_NAME,
+    _MAX_USER_VALUE,
+    HitError,
+    _bool,
+    _click_id,
+    _key,
+    _printable,
+    _purpose,
+    _show,
+    _string,
+    _user,
+    _value,
+)
 from .enrich.client_ip import normalize_ip
 from .enrich.ids import is_valid_fb_cookie
-from .model import CLICK_IDS, USER_FIELDS, Context, Event, Page, UAInfo, UserData
+from .model import CLICK_IDS, Context, Event, Page, UAInfo, UserData
 from .settings import Settings, SettingsError
 
 if TYPE_CHECKING:
@@ -135,8 +149,6 @@ _MILLIS_FROM = 100_000_000_000
 _EVENT_KEYS = ("name", "id", "time", "action_source", "page", "user", "user_id", "params", "context")
 _PAGE_KEYS = ("url", "referrer", "title")
 _CONTEXT_KEYS = ("ip", "user_agent", "consent", "click_ids", "ids")
-_USER_KEYS = USER_FIELDS
-_MAX_USER_VALUE = 512
 _MAX_ID = 256
 _ID_VALUE = re.compile(rf"[\x21-\x7e]{{1,{_MAX_ID}}}")
 _DIGITS = re.compile(r"[0-9]{1,20}")
@@ -519,30 +531,8 @@ def _action_source(value: Any, where: str) -> str:
     return value
 
 
-def _user(user: Any, where: str) -> UserData:
-    if not isinstance(user, dict):
-        raise HitError(f"{where}: must be an object")
-    data = UserData()
-    for key, value in user.items():
-        if key not in _USER_KEYS:
-            # The key is not echoed: a sender may put PII anywhere.
-            raise HitError(f"{where}: unknown field (known: {', '.join(_USER_KEYS)})")
-        if value is not None:
-            setattr(data, key, _user_value(value, f"{where}.{key}"))
-    return data
-
-
-def _user_value(value: Any, where: str) -> str:
-    if not isinstance(value, str) or len(value) > _MAX_USER_VALUE:
-        # The value itself is never echoed: it is PII.
-        raise HitError(f"{where}: must be a string of at most {_MAX_USER_VALUE} characters")
-    return value
-
-
 def _user_id(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not value or len(value) > _MAX_USER_VALUE or not value.isprintable():
-        raise HitError(f"{where}: must be a printable string of 1 to {_MAX_USER_VALUE} characters")
-    return value
+    return _printable(value, where, _MAX_USER_VALUE)
 
 
 def _params(params: Any, where: str, s: Settings) -> dict[str, Any]:

@@ -61,7 +61,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .collect import _MAX_KEY_CHARS, _PURPOSES, HitError, _click_id, _show, _string
+from .collect import _MAX_KEY_CHARS, _PURPOSES, HitError, _click_id, _show, _string, _user_value
 from .events_api import (
     _RESERVED_SOURCES,
     _SOURCE_NAME,
@@ -75,7 +75,6 @@ from .events_api import (
     _time,
     _user_agent,
     _user_id,
-    _user_value,
 )
 from .model import CLICK_IDS, Page, UserData
 from .settings import Settings
