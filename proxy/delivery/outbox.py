@@ -233,7 +233,7 @@ class Outbox:
         self._db: sqlite3.Connection | None = None
         self._lock_fd = -1
         self._pending: list[tuple[Sequence[QueuedRow], Sequence[LedgerRow], Collection[str], asyncio.Future[list[Row]]]] = []
-        self._acks: list[tuple[list[tuple[int, float]], list[LedgerRow], asyncio.Future[None]]] = []
+        self._acks: list[tuple[list[tuple[int, int, float]], list[LedgerRow], asyncio.Future[None]]] = []
         self._flushing = False
         self._rows_estimate = 0
         self.full_reason = ""  # set while the outbox refuses new rows
@@ -250,11 +250,8 @@ class Outbox:
             # Workers starting together would otherwise race to create the
             # file and switch it to WAL, and SQLite answers one of them
             # "database is locked" at once, without waiting.
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
-            try:
+            with self._writer_lock():
                 db = self._setup()
-            finally:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
         except (OSError, sqlite3.Error) as exc:
             raise OutboxError(f"outbox {str(self.path)!r}: cannot open: {exc}") from None
         self._db = db
@@ -321,11 +318,19 @@ class Outbox:
         return self._db
 
     @contextlib.contextmanager
+    def _writer_lock(self) -> Any:
+        """The lock file every writing process takes in turn."""
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
     def _tx(self) -> Any:
         """One write transaction, serialised across processes by the lock file."""
         db = self._conn()
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
-        try:
+        with self._writer_lock():
             db.execute("BEGIN IMMEDIATE")
             try:
                 yield db
@@ -333,8 +338,6 @@ class Outbox:
             except BaseException:
                 _rollback(db)
                 raise
-        finally:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     # -- accepting -------------------------------------------------------
 
@@ -370,17 +373,17 @@ class Outbox:
             while self._pending or self._acks:
                 batch, self._pending = self._pending, []
                 acks, self._acks = self._acks, []
-                ids = [i for got, _, _ in acks for i in got]
+                held = [h for got, _, _ in acks for h in got]
                 ledger = [entry for _, entries, _ in acks for entry in entries]
                 try:
-                    leased = await self._run(self._commit, batch, ids, ledger)
+                    leased = await self._run(self._commit, batch, held, ledger)
                 except OutboxError as exc:
                     for *_, fut in batch:
                         if not fut.done():
                             fut.set_exception(exc)
                     if acks:
                         # Not the acknowledgements' fault: try them alone.
-                        await self._run(self._ack, ids, ledger)
+                        await self._run(self._ack, held, ledger)
                 else:
                     self._rows_estimate += sum(len(rows) for rows, *_ in batch)
                     if self.full_reason and self._rows_estimate < self.max_rows:
@@ -388,7 +391,7 @@ class Outbox:
                     for (*_, fut), mine in zip(batch, leased):
                         if not fut.done():
                             fut.set_result(mine)
-                self._rows_estimate = max(0, self._rows_estimate - len(ids))
+                self._rows_estimate = max(0, self._rows_estimate - len(held))
                 for *_, done in acks:
                     if not done.done():
                         done.set_result(None)
@@ -398,7 +401,7 @@ class Outbox:
     def _commit(
         self,
         batch: list[tuple[Sequence[QueuedRow], Sequence[LedgerRow], Collection[str], Any]],
-        acked: Sequence[tuple[int, float]] = (),
+        acked: Sequence[tuple[int, int, float]] = (),
         acked_ledger: Sequence[LedgerRow] = (),
     ) -> list[list[Row]]:
         """One transaction for the puts in ``batch`` and the acknowledged rows; per put, the rows leased to this process."""
@@ -489,25 +492,22 @@ class Outbox:
         if not rows and not ledger:
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._acks.append(([(r.id, r.leased_until) for r in rows], list(ledger), fut))
+        self._acks.append((_held(rows), list(ledger), fut))
         self._kick()
         await fut
 
-    def _ack(self, ids: list[tuple[int, float]], ledger: list[LedgerRow]) -> None:
-        self._write(lambda db: _delete_acked(db, ids, ledger))
+    def _ack(self, held: list[tuple[int, int, float]], ledger: list[LedgerRow]) -> None:
+        self._write(lambda db: _delete_acked(db, held, ledger))
 
     async def retry(self, rows: Sequence[Row], not_before: float, ledger: Sequence[LedgerRow] = ()) -> None:
         """Count a failed attempt and release the rows until ``not_before``."""
-        await self._run(self._retry, [(r.id, r.leased_until) for r in rows], not_before, list(ledger))
+        await self._run(self._retry, _held(rows), not_before, list(ledger))
 
-    def _retry(self, held: list[tuple[int, float]], not_before: float, ledger: list[LedgerRow]) -> None:
-        pid = os.getpid()
-
+    def _retry(self, held: list[tuple[int, int, float]], not_before: float, ledger: list[LedgerRow]) -> None:
         def work(db: sqlite3.Connection) -> None:
             db.executemany(
-                "UPDATE outbox SET attempts = attempts + 1, not_before = ?, leased_until = 0, leased_by = 0"
-                " WHERE id = ? AND leased_by = ? AND leased_until = ?",
-                [(not_before, i, pid, until) for i, until in held],
+                f"UPDATE outbox SET attempts = attempts + 1, not_before = ?, leased_until = 0, leased_by = 0 WHERE {_HELD}",
+                [(not_before, *h) for h in held],
             )
             _insert_ledger(db, ledger)
 
@@ -517,10 +517,7 @@ class Outbox:
         """Give rows back without counting an attempt (shutting down, circuit open)."""
         await self._run(
             self._write,
-            lambda db: db.executemany(
-                "UPDATE outbox SET leased_until = 0, leased_by = 0 WHERE id = ? AND leased_by = ? AND leased_until = ?",
-                [(r.id, os.getpid(), r.leased_until) for r in rows],
-            ),
+            lambda db: db.executemany(f"UPDATE outbox SET leased_until = 0, leased_by = 0 WHERE {_HELD}", _held(rows)),
         )
 
     async def release_mine(self) -> int:
@@ -545,17 +542,15 @@ class Outbox:
 
     def _bury(self, rows: list[Row], reason: str, answer: str, ledger: list[LedgerRow]) -> None:
         now = time.time()
-
-        held = [(r.id, os.getpid(), r.leased_until) for r in rows]
+        held = _held(rows)
 
         def work(db: sqlite3.Connection) -> None:
             db.executemany(
                 "INSERT INTO dead (destination, event_id, event_time, batch_key, payload, attempts, reason, answer, died)"
-                " SELECT destination, event_id, event_time, batch_key, payload, attempts + 1, ?, ?, ?"
-                " FROM outbox WHERE id = ? AND leased_by = ? AND leased_until = ?",
+                f" SELECT destination, event_id, event_time, batch_key, payload, attempts + 1, ?, ?, ? FROM outbox WHERE {_HELD}",
                 [(reason, answer, now, *h) for h in held],
             )
-            db.executemany("DELETE FROM outbox WHERE id = ? AND leased_by = ? AND leased_until = ?", held)
+            db.executemany(f"DELETE FROM outbox WHERE {_HELD}", held)
             _insert_ledger(db, ledger)
 
         self._write(work)
@@ -728,12 +723,20 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _delete_acked(db: sqlite3.Connection, held: Sequence[tuple[int, float]], ledger: Sequence[LedgerRow]) -> None:
-    """Delete rows this process still holds (ID and lease token); a row it no longer holds is someone else's now."""
+# Rows this process still holds: each row's ID and its owner token (process,
+# lease end), the parameters :func:`_held` gives. A row it no longer holds is
+# someone else's now (IDs are reused), so every outcome is recorded with this.
+_HELD = "id = ? AND leased_by = ? AND leased_until = ?"
+
+
+def _held(rows: Sequence[Row]) -> list[tuple[int, int, float]]:
     pid = os.getpid()
-    db.executemany(
-        "DELETE FROM outbox WHERE id = ? AND leased_by = ? AND leased_until = ?", [(i, pid, until) for i, until in held]
-    )
+    return [(r.id, pid, r.leased_until) for r in rows]
+
+
+def _delete_acked(db: sqlite3.Connection, held: Sequence[tuple[int, int, float]], ledger: Sequence[LedgerRow]) -> None:
+    """Delete the acknowledged rows this process still holds, and record their ledger entries."""
+    db.executemany(f"DELETE FROM outbox WHERE {_HELD}", held)
     _insert_ledger(db, ledger)
 
 
