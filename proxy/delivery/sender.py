@@ -354,7 +354,7 @@ class Delivery:
             latency = m.latency.labels(name)
             for r in rows:
                 latency.observe(max(0.0, now - r.created))
-            await self.outbox.ack(rows, [LedgerRow(r.event_id, now, name, "sent", outcome.reason, r.ledger_ref) for r in rows])
+            await self.outbox.ack(rows, _entries(rows, now, name, "sent", outcome.reason))
             return
         if outcome.verdict is Verdict.FINAL:
             if len(rows) > 1:
@@ -375,22 +375,20 @@ class Delivery:
             )
         attempts = max(r.attempts for r in rows) + 1
         delay = self._policy.delay(attempts, outcome.retry_after_secs)
-        keep: list[tuple[Row, str]] = []
-        give_up: list[tuple[Row, str]] = []
+        keep: list[Row] = []
         for r in rows:
             why = self._policy.gives_up(r.attempts + 1, now - r.event_time, lane.adapter.max_age_secs, delay)
-            (give_up if why else keep).append((r, why))
-        if give_up:
-            for r, why in give_up:
+            if why:
                 await self._bury(lane, [r], f"{outcome.reason}; {why}", answer)
+            else:
+                keep.append(r)
         if keep:
             m.retried.labels(name).inc(len(keep))
             log.warning(
                 "destination %s: %d event(s) will be retried in %.1fs (attempt %d): %s %s",
                 name, len(keep), delay, attempts, outcome.reason, answer,
             )
-            ledger = [LedgerRow(r.event_id, now, name, "retry", f"attempt {attempts}: {outcome.reason}", r.ledger_ref) for r, _ in keep]
-            await self.outbox.retry([r for r, _ in keep], now + delay, ledger)
+            await self.outbox.retry(keep, now + delay, _entries(keep, now, name, "retry", f"attempt {attempts}: {outcome.reason}"))
 
     async def _bury(self, lane: _Lane, rows: list[Row], reason: str, answer: str) -> None:
         self.metrics.dead.labels(lane.name).inc(len(rows))
@@ -399,8 +397,7 @@ class Delivery:
             lane.name, len(rows), reason, answer,
         )
         now = time.time()
-        ledger = [LedgerRow(r.event_id, now, lane.name, "dead", f"{reason} {answer}".strip(), r.ledger_ref) for r in rows]
-        await self.outbox.bury(rows, reason, answer, ledger)
+        await self.outbox.bury(rows, reason, answer, _entries(rows, now, lane.name, "dead", f"{reason} {answer}".strip()))
 
     async def _http(self, adapter: Adapter, payloads: list[dict[str, Any]]) -> tuple[Outcome, str]:
         assert self._session is not None, "Delivery.start() was not awaited"
@@ -429,6 +426,11 @@ class Delivery:
                 if len(secret) >= 8:
                     text = text.replace(secret, "***")
         return outcome, text
+
+
+def _entries(rows: list[Row], now: float, destination: str, what: str, detail: str) -> list[LedgerRow]:
+    """The ledger entries of an outcome, one per row, each pointing at its event's anchor."""
+    return [LedgerRow(r.event_id, now, destination, what, detail, r.ledger_ref) for r in rows]
 
 
 def _adapter_bug(lane: _Lane, what: str) -> str:
