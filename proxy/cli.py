@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import math
 import contextlib
 import gc
 import logging
+import math
 import os
 import signal
 import sys
 import time
 import uuid
+from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from pathlib import Path
-from collections.abc import AsyncIterator
 from typing import Any, Sequence
 
 import orjson
@@ -213,40 +213,37 @@ def _early_stop(signum: int, _frame: Any) -> None:
     raise _EarlyStop
 
 
-def _run_worker(settings: Settings, announce: bool = True, reuse_port: bool = False) -> int:
+def _run_worker(settings: Settings, announce: bool = True, supervised: bool = False) -> int:
     """Run one server process until it is told to stop.
 
-    ``reuse_port``: one of ``serve --workers N``'s processes. Its supervisor
-    started it with SIGTERM, SIGINT and SIGHUP blocked (they stay blocked
-    until the handlers below are set) and turns ^C into SIGTERM, so a worker
-    ignores SIGINT.
+    ``supervised``: one of ``serve --workers N``'s processes, which share the
+    port (SO_REUSEPORT). The supervisor started it with SIGTERM, SIGINT and
+    SIGHUP blocked (they stay blocked until :func:`_serve_worker` has set its
+    handlers) and turns ^C into SIGTERM, so a supervised worker ignores SIGINT.
     """
+    from .workers import ignore_serve_signals
+
     try:
-        return _serve_signals(settings, announce, reuse_port)
+        return _serve_worker(settings, announce, supervised)
     except _EarlyStop:
         return EXIT_OK
     finally:
-        # Past the server's own handlers the process only exits: a late
-        # signal must not turn a clean stop into a kill.
-        for sig in _SERVE_SIGNALS:
-            signal.signal(sig, signal.SIG_IGN)
+        ignore_serve_signals()
 
 
-_SERVE_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-
-
-def _serve_signals(settings: Settings, announce: bool, supervised: bool) -> int:
+def _serve_worker(settings: Settings, announce: bool, supervised: bool) -> int:
     from aiohttp import web
 
     from .app import RELOADS, make_app
     from .delivery import OutboxError
     from .telemetry import setup_logging
+    from .workers import SERVE_SIGNALS
 
     early_reload: list[bool] = []
     signal.signal(signal.SIGHUP, lambda _s, _f: early_reload.append(True))
     signal.signal(signal.SIGTERM, _early_stop)
     signal.signal(signal.SIGINT, signal.SIG_IGN if supervised else _early_stop)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _SERVE_SIGNALS)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, SERVE_SIGNALS)
     setup_logging()
     rules = _load(settings.rules_dir, quiet=True)  # serve printed the warnings already
     if rules is None:

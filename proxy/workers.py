@@ -22,13 +22,21 @@ from typing import Any, Callable
 
 from .settings import Settings
 
-__all__ = ["supervise"]
+__all__ = ["SERVE_SIGNALS", "ignore_serve_signals", "supervise"]
 
 log = logging.getLogger("proxy.workers")
 
 _RESTART_WINDOW_SECS = 10.0
 _MAX_QUICK_DEATHS = 5
-_PASSED_ON = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+# Stop (SIGTERM, ^C) and reload (SIGHUP): what the supervisor passes on and
+# each server process handles (proxy.cli._run_worker).
+SERVE_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def ignore_serve_signals() -> None:
+    """For a process past its own handlers, which only exits now: a late signal must not turn a clean exit into a kill."""
+    for sig in SERVE_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def supervise(settings: Settings, count: int, run_worker: Callable[..., int]) -> int:
@@ -55,12 +63,12 @@ def supervise(settings: Settings, count: int, run_worker: Callable[..., int]) ->
         # its own before it lets a signal in (proxy.cli._run_worker). The
         # supervisor's own signals wait too, until the new worker is in
         # procs, where stop() finds it.
-        signal.pthread_sigmask(signal.SIG_BLOCK, _PASSED_ON)
+        signal.pthread_sigmask(signal.SIG_BLOCK, SERVE_SIGNALS)
         try:
             proc.start()
             procs[index] = proc
         finally:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, _PASSED_ON)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, SERVE_SIGNALS)
 
     def stop(signum: int, _frame: Any) -> None:
         nonlocal stopping
@@ -116,17 +124,14 @@ def supervise(settings: Settings, count: int, run_worker: Callable[..., int]) ->
             if proc is not None:
                 proc.join(timeout=30)
         shutil.rmtree(metrics_dir, ignore_errors=True)
-        # The supervisor only exits from here: a late signal must not turn
-        # its clean exit into a kill.
-        for sig in _PASSED_ON:
-            signal.signal(sig, signal.SIG_IGN)
+        ignore_serve_signals()
     return 2 if failed else 0  # 2: the CLI's "cannot run as configured"
 
 
 def _child(run_worker: Callable[..., int], settings: Settings, announce: bool) -> None:
     # Signals stay blocked here: run_worker sets the worker's handlers, then
     # lets them in (a SIGHUP sent meanwhile then still reloads).
-    raise SystemExit(run_worker(settings, announce=announce, reuse_port=True))
+    raise SystemExit(run_worker(settings, announce=announce, supervised=True))
 
 
 def _mark_dead(pid: int | None) -> None:
