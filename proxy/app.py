@@ -219,34 +219,31 @@ class Reloads:
 RELOADS = web.AppKey("reloads", Reloads)
 
 
-_reload_lock = asyncio.Lock()
-
-
 async def reload_rules(app: web.Application) -> bool:
     """Load the rule files again; switch to them only if every file loads.
 
     A rule set with problems never replaces the running one: the problems
     are logged (ERROR: the operator's edit is not in effect) and the old
-    rules keep working.
+    rules keep working. The service calls this through :class:`Reloads`,
+    one reload at a time.
     """
-    async with _reload_lock:
-        settings = app[SETTINGS]
-        try:
-            new = await asyncio.to_thread(load_rules, settings.rules_dir)
-        except RulesError as exc:
-            log.error(
-                "rules not reloaded, the running ones stay: %d problem(s):\n  %s",
-                len(exc.problems), "\n  ".join(exc.problems),
-            )
-            return False
-        for warning in new.warnings:
-            log.warning("rules: %s", warning)
-        app[RULES].current = new
-        delivery = app[DELIVERY]
-        await delivery.update({name: d.adapter for name, d in new.destinations.items()})
-        await _bury_lost(delivery.outbox, new)
-        log.info("rules reloaded: %d destination(s), %d route(s)", len(new.destinations), len(new.routes))
-        return True
+    settings = app[SETTINGS]
+    try:
+        new = await asyncio.to_thread(load_rules, settings.rules_dir)
+    except RulesError as exc:
+        log.error(
+            "rules not reloaded, the running ones stay: %d problem(s):\n  %s",
+            len(exc.problems), "\n  ".join(exc.problems),
+        )
+        return False
+    for warning in new.warnings:
+        log.warning("rules: %s", warning)
+    app[RULES].current = new
+    delivery = app[DELIVERY]
+    await delivery.update({name: d.adapter for name, d in new.destinations.items()})
+    await _bury_lost(delivery.outbox, new)
+    log.info("rules reloaded: %d destination(s), %d route(s)", len(new.destinations), len(new.routes))
+    return True
 
 
 async def _bury_lost(outbox: Outbox, rules: RuleSet) -> None:
