@@ -112,16 +112,14 @@ class Settings:
 
     def check(self) -> None:
         """Refuse values the service cannot run with, naming the variable the user sets."""
-        for name in ("script_path", "collect_path", "ga4_path", "shims_path", "api_path"):
-            value = getattr(self, name)
-            if name in ("ga4_path", "shims_path", "api_path") and not value:
-                continue
-            if not value.startswith("/") or "?" in value or "#" in value:
-                raise SettingsError(f"{_var(name)} {value!r}: must be a path starting with '/', without query")
         seen: dict[str, str] = {}
         for name in ("script_path", "collect_path", "ga4_path", "shims_path", "api_path"):
             value = getattr(self, name)
-            if value and value in seen:
+            if name in ("ga4_path", "shims_path", "api_path") and not value:
+                continue  # turned off
+            if not value.startswith("/") or "?" in value or "#" in value:
+                raise SettingsError(f"{_var(name)} {value!r}: must be a path starting with '/', without query")
+            if value in seen:
                 raise SettingsError(f"{_var(name)} {value!r} is also {_var(seen[value])}: each path must differ")
             seen[value] = name
         from .events_api import parse_api_keys
