@@ -319,6 +319,7 @@ def test_workers_opening_a_new_outbox_at_once_all_succeed(tmp_path):
     """serve --workers N on an empty data dir: every worker opens the new file (no "database is locked")."""
     ctx = multiprocessing.get_context("fork")
     errors = ctx.Queue()
+    exit_codes = []
     for attempt in range(24):  # the race is a matter of timing: several tries
         path = str(tmp_path / f"fresh-{attempt}" / "outbox.sqlite3")
         barrier = ctx.Barrier(4)
@@ -327,7 +328,9 @@ def test_workers_opening_a_new_outbox_at_once_all_succeed(tmp_path):
             p.start()
         for p in procs:
             p.join(30)
+        exit_codes += [p.exitcode for p in procs]
     found = []
     while not errors.empty():
         found.append(errors.get())
     assert found == []
+    assert exit_codes == [0] * 96  # none failed in another way (or hung) either

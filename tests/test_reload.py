@@ -30,6 +30,16 @@ def wait_for_file(path: Path, text: str, secs: float = 10.0) -> bool:
     return False
 
 
+def reload_and_wait(svc: Service, line: str, workers: int) -> int:
+    """SIGHUP, then wait (bounded) until every worker has logged ``line`` once more; how many did."""
+    before = svc.log().count(line)
+    svc.signal(signal.SIGHUP)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and svc.log().count(line) - before < workers:
+        time.sleep(0.1)
+    return svc.log().count(line) - before
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_sighup_takes_new_rules_and_refuses_broken_ones(tmp_path, workers):
     """A new destination starts receiving after SIGHUP; a broken edit after another SIGHUP changes nothing."""
@@ -39,21 +49,13 @@ def test_sighup_takes_new_rules_and_refuses_broken_ones(tmp_path, workers):
     svc = Service(rules, data, workers=workers).start()
     try:
         (rules / "20.toml").write_text(f'[destinations.b]\ntype = "file"\npath = "{tmp_path}/b.jsonl"\n[[routes]]\nto = ["b"]\n')
-        svc.signal(signal.SIGHUP)
-        # Every worker reloads on its own: wait until each has said so.
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and svc.log().count("rules reloaded") < workers:
-            time.sleep(0.1)
-        assert svc.log().count("rules reloaded") == workers
+        # Every worker reloads on its own: each says so.
+        assert reload_and_wait(svc, "rules reloaded", workers) == workers
         assert post(svc.url, "after-1") == 204
         assert wait_for_file(tmp_path / "b.jsonl", "after-1")
 
         (rules / "30.toml").write_text("[destinations.broken\n")
-        svc.signal(signal.SIGHUP)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and svc.log().count("rules not reloaded") < workers:
-            time.sleep(0.1)
-        assert svc.log().count("rules not reloaded") == workers
+        assert reload_and_wait(svc, "rules not reloaded", workers) == workers
         assert post(svc.url, "still-1") == 204
         assert wait_for_file(tmp_path / "a.jsonl", "still-1") and wait_for_file(tmp_path / "b.jsonl", "still-1")
     finally:
