@@ -205,7 +205,7 @@ class Reloads:
                 await reload_rules(self.app)
             except Exception:
                 # Rule problems are reported by reload_rules; this is the outbox or a bug.
-                log.exception("rules reload failed; the running rules stay")
+                log.exception("rules reload failed, the running rules stay; fix the cause below, then send SIGHUP again")
             if not self.again:
                 return
 

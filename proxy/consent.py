@@ -78,10 +78,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
 
+import pycountry
+
 if TYPE_CHECKING:
     from .model import Event
-
-import pycountry
 
 __all__ = [
     "CONSENT_MODE_KEYS",

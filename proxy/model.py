@@ -45,7 +45,6 @@ class UserData:
         return {k: v for k in USER_FIELDS if (v := getattr(self, k))}
 
 
-
 @dataclass(slots=True, frozen=True)
 class UAInfo:
     """A parsed user agent (uap-core taxonomy) and the bot verdict."""

@@ -131,7 +131,6 @@ _MIGRATIONS = (
 )
 
 
-
 class OutboxError(Exception):
     """The outbox cannot take or keep data; the message says why."""
 
