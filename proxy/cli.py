@@ -33,12 +33,19 @@ EXIT_PROBLEM = 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "command", None):
-        parser.print_help()
-        return EXIT_PROBLEM
-    return int(args.run(args))
+    try:
+        parser = _parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "command", None):
+            parser.print_help()
+            return EXIT_PROBLEM
+        return int(args.run(args))
+    except BrokenPipeError:
+        # The reader left (tagrelay trace ID | head): the rest of the output
+        # is not wanted. Point stdout at /dev/null so that the flush at exit
+        # does not fail again, and end quietly as a piped command does.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -133,3 +133,16 @@ def test_try_applies_the_consent_default_like_the_service(tmp_path):
 def test_a_time_window_that_selects_nothing_is_refused(tmp_path, args, message):
     run = tagrelay(*args, env={"TAGRELAY_DATA_DIR": str(tmp_path)})
     assert run.returncode == 2 and message in run.stderr
+
+
+def test_output_into_a_closed_pipe_ends_quietly():
+    """tagrelay ... | head: when the reader has gone, no BrokenPipeError traceback."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "proxy", "check", "rules"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("TAGRELAY_")},
+    )  # fmt: skip
+    proc.stdout.close()  # the reader leaves before tagrelay has written a line
+    err = proc.stderr.read()
+    proc.wait(60)
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
