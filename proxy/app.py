@@ -356,7 +356,7 @@ async def _store(
     except OutboxError as exc:
         full = isinstance(exc, OutboxFull)
         _log_refusal(exc)
-        metrics.events_rejected.labels("outbox_full" if full else "outbox_error").inc()
+        metrics.events_rejected.labels("outbox_full" if full else "outbox_error").inc(len(events))
         why = " (outbox full)" if full else ""
         return web.json_response(
             {"error": f"tagrelay cannot store events right now{why}; try again later"},
@@ -421,7 +421,7 @@ def _refused(request: web.Request, exc: HitError) -> web.Response:
     log.debug("hit refused: %s", exc)
     metrics = request.app[METRICS]
     metrics.hits.labels(str(exc.status)).inc()
-    metrics.events_rejected.labels("too_large" if exc.status == 413 else "invalid").inc()
+    metrics.events_rejected.labels("too_large" if exc.status == 413 else "invalid").inc(exc.events)
     return _error(exc.status, str(exc))
 
 

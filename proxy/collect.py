@@ -22,12 +22,13 @@ hit can cause a 5xx.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import orjson
 
@@ -35,7 +36,7 @@ from .consent import PURPOSES
 from .model import CLICK_IDS, USER_FIELDS, Page, UserData
 from .settings import Settings
 
-__all__ = ["Hit", "HitEvent", "HitError", "parse_hit", "hit_from_query"]
+__all__ = ["Hit", "HitEvent", "HitError", "hit_from_query", "parse_hit", "refusing"]
 
 _EVENT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 _EVENT_ID = re.compile(r"[A-Za-z0-9._:\-]{1,64}")
@@ -51,11 +52,27 @@ _MAX_USER_VALUE = 512
 
 
 class HitError(ValueError):
-    """The hit is unusable; ``status`` is the HTTP status to answer (400 or 413)."""
+    """The hit is unusable; ``status`` is the HTTP status to answer (400 or 413).
+
+    ``events`` is how many events the refused hit carried, once its list of
+    events was read (see :func:`refusing`); a hit refused before that, such
+    as a body that is not JSON, counts as one.
+    """
 
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
         self.status = status
+        self.events = 1
+
+
+@contextlib.contextmanager
+def refusing(events: int) -> Iterator[None]:
+    """A :class:`HitError` raised inside refuses all ``events`` events of its hit, not one."""
+    try:
+        yield
+    except HitError as exc:
+        exc.events = events
+        raise
 
 
 @dataclass(slots=True)
@@ -113,6 +130,11 @@ def _hit(doc: Any, s: Settings, now: float) -> Hit:
     events = doc.get("events")
     if not isinstance(events, list) or not events:
         raise HitError("events: must be a non-empty list")
+    with refusing(len(events)):
+        return _hit_of(doc, events, s, now)
+
+
+def _hit_of(doc: dict[str, Any], events: list[Any], s: Settings, now: float) -> Hit:
     if len(events) > s.max_events_per_hit:
         raise HitError(f"events: {len(events)} events is over the limit of {s.max_events_per_hit} per hit", 413)
     hit = Hit([_event(e, f"events[{i}]", s, now) for i, e in enumerate(events)])

@@ -70,6 +70,7 @@ from .collect import (
     _string,
     _user,
     _value,
+    refusing,
 )
 from .enrich.client_ip import normalize_ip
 from .enrich.ids import is_valid_fb_cookie
@@ -328,6 +329,11 @@ def parse_server_events(body: bytes, source: str, settings: Settings, now: float
     events = doc.get("events")
     if not isinstance(events, list) or not events:
         raise HitError("events: must be a non-empty list")
+    with refusing(len(events)):
+        return _server_events(events, source, settings, now)
+
+
+def _server_events(events: list[Any], source: str, settings: Settings, now: float) -> list[ServerEvent]:
     if len(events) > settings.max_events_per_hit:
         raise HitError(
             f"events: {len(events)} events is over the limit of {settings.max_events_per_hit} per request", 413

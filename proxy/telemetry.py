@@ -66,7 +66,10 @@ class Metrics:
         self.hits = Counter("tagrelay_hits", "Hits received", ["status"], registry=r)
         self.events_accepted = Counter("tagrelay_events_accepted", "Events accepted into the outbox", registry=r)
         self.events_rejected = Counter(
-            "tagrelay_events_rejected", "Hits refused, by reason", ["reason"], registry=r
+            "tagrelay_events_rejected",
+            "Events refused, by reason (a hit refused before its events could be read counts as one)",
+            ["reason"],
+            registry=r,
         )
         self.sent = Counter("tagrelay_delivery_sent", "Events a vendor accepted", ["destination"], registry=r)
         self.retried = Counter("tagrelay_delivery_retried", "Events scheduled for another attempt", ["destination"], registry=r)

@@ -156,6 +156,22 @@ async def test_metrics_count_hits_events_and_deliveries(client):
     assert 'tagrelay_delivery_sent_total{destination="log"} 1.0' in text
 
 
+async def test_a_refused_hit_counts_each_of_its_events_as_rejected(client):
+    """A hit of three events refused for one bad event name is three refused events, not one."""
+    hit = {"events": [{"name": "a"}, {"name": "b"}, {"name": "not a name"}]}
+    resp = await client.post("/e", data=orjson.dumps(hit))
+    text = await (await client.get("/metrics")).text()
+    assert resp.status == 400 and 'tagrelay_events_rejected_total{reason="invalid"} 3.0' in text
+
+
+async def test_a_hit_over_the_event_limit_counts_each_event_as_too_large(client):
+    """51 events, one over the default limit of 50 per hit: 413 and 51 refused events."""
+    hit = {"events": [{"name": "page_view"}] * 51}
+    resp = await client.post("/e", data=orjson.dumps(hit))
+    text = await (await client.get("/metrics")).text()
+    assert resp.status == 413 and 'tagrelay_events_rejected_total{reason="too_large"} 51.0' in text
+
+
 async def test_readyz_is_ready_while_the_outbox_takes_events(client):
     """/readyz answers 200 when events can be stored."""
     assert (await client.get("/readyz")).status == 200
@@ -171,6 +187,15 @@ async def test_full_outbox_refuses_hits_with_503_and_readyz_fails(aiohttp_client
     assert resp.status == 503 and "outbox full" in (await resp.json())["error"]
     ready = await client.get("/readyz")
     assert ready.status == 503 and "limit is 1" in (await ready.json())["reason"]
+
+
+async def test_a_full_outbox_counts_each_refused_event(aiohttp_client, tmp_path):
+    """A hit of two events refused because the outbox is full is two refused events."""
+    settings = Settings(rules_dir=rules_dir(tmp_path), data_dir=tmp_path, outbox_max_rows=1)
+    client = await aiohttp_client(make_app(settings, load_rules(settings.rules_dir, env={})))
+    resp = await client.post("/e", data=orjson.dumps({"events": [{"name": "a"}, {"name": "b"}]}))
+    text = await (await client.get("/metrics")).text()
+    assert resp.status == 503 and 'tagrelay_events_rejected_total{reason="outbox_full"} 2.0' in text
 
 
 async def test_shims_are_served_minified_and_gzipped(client):

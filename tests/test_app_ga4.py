@@ -66,3 +66,11 @@ async def test_malformed_ga4_hit_is_a_clear_400(client):
     """Invalid UTF-8 in a value is refused with where it is."""
     resp = await client.post("/g/collect?v=2&tid=G-X1&cid=1.2&en=page_view&dt=%FF")
     assert resp.status == 400 and "not valid UTF-8" in (await resp.json())["error"]
+
+
+async def test_a_refused_batched_hit_counts_each_of_its_events_as_rejected(client):
+    """Two body lines, the second with invalid UTF-8: 400 and two refused events."""
+    body = b"en=page_view\nen=scroll&dt=%FF"
+    resp = await client.post("/g/collect?v=2&tid=G-X1&cid=1.2", data=body)
+    text = await (await client.get("/metrics")).text()
+    assert resp.status == 400 and 'tagrelay_events_rejected_total{reason="invalid"} 2.0' in text

@@ -73,6 +73,15 @@ async def test_a_malformed_batch_is_a_400_naming_the_place(client):
     assert resp.status == 400 and "events[0].action_source" in (await resp.json())["error"]
 
 
+async def test_a_refused_batch_counts_each_of_its_events_as_rejected(client):
+    """A batch of two refused because the second lacks action_source is two refused events."""
+    good = {"name": "purchase", "id": "a", "time": int(time.time()), "action_source": "website"}
+    body = orjson.dumps({"events": [good, {**good, "id": "b", "action_source": None}]})
+    resp = await client.post("/api/events", data=body, headers={"Authorization": f"Bearer {KEY}"})
+    text = await (await client.get("/metrics")).text()
+    assert resp.status == 400 and 'tagrelay_events_rejected_total{reason="invalid"} 2.0' in text
+
+
 async def test_the_same_consent_rules_apply(client, tmp_path):
     """A server event whose ads consent is denied does not reach a destination needing ads."""
     resp = await client.post("/api/events", data=batch(context={"consent": {"ads": False}}),
