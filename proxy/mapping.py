@@ -15,9 +15,9 @@ from typing import Any
 
 import math
 from itertools import chain, islice
-from typing import Iterable
+from typing import Callable, Iterable
 
-from jinja2 import ChainableUndefined, TemplateError, Undefined
+from jinja2 import ChainableUndefined, TemplateError, Undefined, meta, nodes
 from jinja2.nativetypes import NativeCodeGenerator
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -102,8 +102,15 @@ class Mapping:
         return payload
 
 
-def compile_mapping(table: dict[str, Any]) -> tuple[Mapping, list[tuple[str, str]]]:
-    """Compile a ``set`` table. Returns the mapping and (key, problem) pairs."""
+def compile_mapping(
+    table: dict[str, Any], check_read: Callable[[str, str | None], str] | None = None
+) -> tuple[Mapping, list[tuple[str, str]]]:
+    """Compile a ``set`` table. Returns the mapping and (key, problem) pairs.
+
+    ``check_read(name, attribute)`` says what is wrong with a field a template
+    reads (``"" ``: nothing), so that a typo such as ``{{ parms.value }}``,
+    which would quietly leave the key out of every payload, is refused at load.
+    """
     fields: list[_Field] = []
     problems: list[tuple[str, str]] = []
     for key, value in table.items():
@@ -117,10 +124,31 @@ def compile_mapping(table: dict[str, Any]) -> tuple[Mapping, list[tuple[str, str
             except TemplateError as exc:
                 problems.append((key, f"template does not compile: {exc}"))
                 continue
+            if check_read is not None:
+                bad = sorted({p for name, attr in _reads(_ENV.parse(value)) if (p := check_read(name, attr))})
+                if bad:
+                    problems.extend((key, f"template reads {p}") for p in bad)
+                    continue
             fields.append(_Field(path, key, template, None))
         else:
             fields.append(_Field(path, key, None, value))
     return Mapping(tuple(fields)), problems
+
+
+def _reads(ast: nodes.Template) -> set[tuple[str, str | None]]:
+    """The fields a template reads from its context: (name, None) for each, plus
+    (name, attribute) where it reads a constant attribute or key of one."""
+    free = meta.find_undeclared_variables(ast) - set(_ENV.globals)
+    out: set[tuple[str, str | None]] = {(name, None) for name in free}
+    for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
+        base = getattr(node, "node", None)
+        if not (isinstance(base, nodes.Name) and base.name in free):
+            continue
+        if isinstance(node, nodes.Getattr):
+            out.add((base.name, node.attr))
+        elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+            out.add((base.name, node.arg.value))
+    return out
 
 
 _INT64 = 2**63

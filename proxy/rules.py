@@ -400,7 +400,7 @@ def _route(
     if not isinstance(table, dict):
         errs.append("set: must be a table of \"payload.path\" = value")
         table = {}
-    mapping, mproblems = compile_mapping(flatten(table))
+    mapping, mproblems = compile_mapping(flatten(table), _check_read)
     errs.extend(f"set.{k}: {m}" for k, m in mproblems)
     if errs:
         return None, errs
@@ -422,6 +422,18 @@ def _check_path(key: str) -> str:
         hint = _did_you_mean(parts[-1], allowed, prefix=top + ".")
         return f"unknown field{hint} (known: {', '.join(f'{top}.{a}' for a in sorted(allowed))})"
     return ""
+
+
+def _check_read(name: str, attr: str | None) -> str:
+    """What is wrong with a field a ``set`` template reads from the event's view, or ""."""
+    if name not in _VIEW_KEYS:
+        hint = _did_you_mean(name, _VIEW_KEYS)
+        return f"{name!r}, which events do not have{hint} (known: {', '.join(sorted(_VIEW_KEYS))})"
+    allowed = _VIEW_KEYS[name]
+    if attr is None or not allowed or attr in allowed:
+        return ""  # free-form (params, context) or a plain value's own methods
+    hint = _did_you_mean(attr, allowed, prefix=name + ".")
+    return f"{name}.{attr}, which is not a field{hint} (known: {', '.join(f'{name}.{a}' for a in sorted(allowed))})"
 
 
 def _covers(first: Route, later: Route) -> bool:

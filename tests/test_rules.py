@@ -160,6 +160,27 @@ def test_misspelt_match_field_gets_a_suggestion(tmp_path):
     assert "did you mean 'event'?" in problems(tmp_path)[0]
 
 
+def test_a_set_template_reading_a_misspelt_field_is_refused_with_a_suggestion(tmp_path):
+    """'{{ parms.value }}' would be undefined for every event, so the key would never be set."""
+    write(tmp_path, FILE_DEST + '[[routes]]\nto = ["log"]\nset = { "x.value" = "{{ parms.value }}" }\n')
+    (found,) = problems(tmp_path)
+    assert "routes[0].set.x.value: template reads 'parms'" in found and "did you mean 'params'?" in found
+
+
+def test_a_set_template_reading_a_missing_field_of_a_fixed_table_is_refused(tmp_path):
+    """page has fixed fields: '{{ page.hots }}' is refused and 'page.host' suggested."""
+    write(tmp_path, FILE_DEST + '[[routes]]\nto = ["log"]\nset = { "x.host" = "{{ page[\'hots\'] | upper }}" }\n')
+    (found,) = problems(tmp_path)
+    assert "template reads page.hots" in found and "did you mean 'page.host'?" in found
+
+
+def test_set_templates_may_read_free_form_tables_globals_and_their_own_variables(tmp_path):
+    """params and context are free-form; range is Jinja's; a loop variable is the template's own."""
+    write(tmp_path, FILE_DEST + '[[routes]]\nto = ["log"]\nset = { a = "{{ params.anything }}-{{ context.ids.x }}",'
+          ' b = "{% for h in user.has %}{{ h }}{% endfor %}{{ range(2) | list | length }}", c = "{{ name.upper() }}" }\n')
+    assert load_rules(tmp_path, env={}).routes
+
+
 def test_duplicate_destination_names_the_first_file(tmp_path):
     """A destination declared twice says where the first one is."""
     write(tmp_path, FILE_DEST + '[[routes]]\nto = ["log"]\n')
