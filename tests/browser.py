@@ -25,6 +25,8 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
+import re
+import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
@@ -33,7 +35,7 @@ from typing import Any, TypeVar
 import pytest
 from playwright.async_api import BrowserContext, async_playwright
 
-__all__ = ["CHROMIUM", "CHROMIUM_FLAGS", "chromium", "needs_chromium", "resolver_rules"]
+__all__ = ["CHROMIUM", "CHROMIUM_FLAGS", "chromium", "chromium_major", "needs_chromium", "resolver_rules"]
 
 CHROMIUM = Path(os.environ.get("TAGRELAY_CHROMIUM", "/usr/bin/chromium"))
 
@@ -61,6 +63,14 @@ def needs_chromium(test: _Test) -> _Test:
     """Mark ``test`` as a browser test (``-m browser``), skipped where chromium is missing."""
     marked: _Test = pytest.mark.browser(_skip_without_chromium(test))
     return marked
+
+
+def chromium_major() -> str:
+    """The installed chromium's major version ("150"): the one its Sec-CH-UA hints carry."""
+    out = subprocess.run([str(CHROMIUM), "--version"], capture_output=True, text=True, check=True).stdout
+    match = re.search(r"\b(\d+)\.\d+\.\d+\.\d+\b", out)
+    assert match, f"{CHROMIUM} --version printed no version: {out!r}"
+    return match.group(1)
 
 
 def resolver_rules(host_map: Mapping[str, str]) -> str:

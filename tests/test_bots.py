@@ -28,7 +28,7 @@ from proxy.enrich.bots import (
 )
 from proxy.enrich.useragent import UserAgentParser
 from proxy.settings import SettingsError
-from tests.browser import chromium, needs_chromium
+from tests.browser import chromium, chromium_major, needs_chromium
 
 DATA = Path(__file__).parent / "data"
 BROWSERS = json.loads((DATA / "bots" / "browser_headers.json").read_text())["cases"]
@@ -40,11 +40,15 @@ CHROME_MAC = BROWSERS[0]["headers"]
 SAFARI_MAC = next(c for c in BROWSERS if c["name"] == "safari_17_0_macos_navigation")[
     "headers"
 ]
-# The User-Agent string headful Chrome sends on Linux (UA reduction: 156.0.0.0).
-CHROME_LINUX_UA = (
-    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
-    "Chrome/156.0.0.0 Safari/537.36"
-)
+def chrome_linux_ua(major: str) -> str:
+    """The User-Agent string headful Chrome sends on Linux (UA reduction: <major>.0.0.0)."""
+    return (
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+        f"Chrome/{major}.0.0.0 Safari/537.36"
+    )
+
+
+CHROME_LINUX_UA = chrome_linux_ua("156")
 FIREFOX_WINDOWS_UA = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:128.0) Gecko/20100101 Firefox/128.0"
 )
@@ -381,8 +385,12 @@ async def _capture(user_agent: str | None) -> list[tuple[str, dict[str, str]]]:
 class TestLiveChromium:
     @needs_chromium
     async def test_chromium_with_a_normal_user_agent_scores_zero(self):
-        """Navigation, fetch() and sendBeacon() from chromium carry no bot signal."""
-        seen = await _capture(CHROME_LINUX_UA)
+        """Navigation, fetch() and sendBeacon() from chromium carry no bot signal.
+
+        The UA string is headful Chrome's for the installed version, as a real
+        Chrome's string and Sec-CH-UA hints name the same version.
+        """
+        seen = await _capture(chrome_linux_ua(chromium_major()))
 
         assert [kind for kind, _ in seen] == ["navigation", "hit", "beacon"]
         for kind, headers in seen:
