@@ -340,8 +340,11 @@ async def _events_api(request: web.Request) -> web.Response:
     events = to_events(items, request.app[ENRICHER])
     decide_consent(events, request.app[CONSENT_POLICY])
     stored = await _store(request, events, now)
+    hits = request.app[METRICS].hits
     if isinstance(stored, web.Response):
+        hits.labels("503").inc()
         return stored
+    hits.labels("200").inc()
     return web.json_response({"accepted": len(events), "queued": len(stored[0])}, headers=_NO_STORE)
 
 

@@ -66,12 +66,16 @@ class HitError(ValueError):
 
 
 @contextlib.contextmanager
-def refusing(events: int) -> Iterator[None]:
-    """A :class:`HitError` raised inside refuses all ``events`` events of its hit, not one."""
+def refusing(events: int, limit: int) -> Iterator[None]:
+    """A :class:`HitError` raised inside refuses all ``events`` events of its hit, not one.
+
+    A list over the per-hit ``limit`` counts as ``limit + 1``, however long:
+    one small request of 30,000 zeros must not add 30,000 to the metric.
+    """
     try:
         yield
     except HitError as exc:
-        exc.events = events
+        exc.events = max(1, min(events, limit + 1))
         raise
 
 
@@ -130,7 +134,7 @@ def _hit(doc: Any, s: Settings, now: float) -> Hit:
     events = doc.get("events")
     if not isinstance(events, list) or not events:
         raise HitError("events: must be a non-empty list")
-    with refusing(len(events)):
+    with refusing(len(events), s.max_events_per_hit):
         return _hit_of(doc, events, s, now)
 
 

@@ -323,13 +323,13 @@ def parse_server_events(body: bytes, source: str, settings: Settings, now: float
         raise HitError(f"body: not valid JSON (UTF-8): {exc}") from None
     if not isinstance(doc, dict):
         raise HitError("body: must be a JSON object with an 'events' list")
-    for key in doc:
-        if key != "events":
-            raise HitError(f"body: unknown key {_show(key)} (known: events)")
     events = doc.get("events")
-    if not isinstance(events, list) or not events:
-        raise HitError("events: must be a non-empty list")
-    with refusing(len(events)):
+    with refusing(len(events) if isinstance(events, list) else 1, settings.max_events_per_hit):
+        for key in doc:
+            if key != "events":
+                raise HitError(f"body: unknown key {_show(key)} (known: events)")
+        if not isinstance(events, list) or not events:
+            raise HitError("events: must be a non-empty list")
         return _server_events(events, source, settings, now)
 
 

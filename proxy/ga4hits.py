@@ -216,7 +216,7 @@ def parse_gcollect(query: str, body: bytes, settings: Settings, now: float) -> G
         )
     shared = _form(query, "query")
     lines = _body_lines(body)
-    with refusing(max(1, len(lines))):
+    with refusing(len(lines), settings.max_events_per_hit):
         return _gcollect(shared, lines, settings, now)
 
 
@@ -519,7 +519,7 @@ def _click_ids(url: str) -> dict[str, str]:
 
 
 def _body_lines(body: bytes) -> list[tuple[int, str]]:
-    """Non-empty body lines with their 1-based line numbers, decoded as UTF-8."""
+    """Body lines with their 1-based line numbers, decoded as UTF-8; blank ones are no event."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -527,7 +527,7 @@ def _body_lines(body: bytes) -> list[tuple[int, str]]:
     return [
         (n, line.rstrip("\r"))
         for n, line in enumerate(text.split("\n"), 1)
-        if line.strip("\r")
+        if line.strip()
     ]
 
 

@@ -35,6 +35,7 @@ def _concat(values: Iterable[Any]) -> Any:
     literal: a visitor's ``transaction_id`` of ``"0x10"`` or ``"1+2j"`` stays
     that string instead of becoming 16 or a complex number.
     """
+    values = iter(values)  # macros and blocks hand over a list, which islice would not consume
     head = list(islice(values, 2))
     if not head:
         return None
@@ -137,12 +138,18 @@ def compile_mapping(
 
 def _reads(ast: nodes.Template) -> set[tuple[str, str | None]]:
     """The fields a template reads from its context: (name, None) for each, plus
-    (name, attribute) where it reads a constant attribute or key of one."""
+    (name, attribute) where it reads a constant attribute or key of one.
+
+    A name the template also binds somewhere (a loop variable, a macro
+    argument, ``{% set %}``) may mean either there, so its attributes are
+    not listed: the check must not refuse a template that works.
+    """
     free = meta.find_undeclared_variables(ast) - set(_ENV.globals)
     out: set[tuple[str, str | None]] = {(name, None) for name in free}
+    bound = {n.name for n in ast.find_all(nodes.Name) if n.ctx in ("store", "param")}
     for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
         base = getattr(node, "node", None)
-        if not (isinstance(base, nodes.Name) and base.name in free):
+        if not (isinstance(base, nodes.Name) and base.name in free and base.name not in bound):
             continue
         if isinstance(node, nodes.Getattr):
             out.add((base.name, node.attr))

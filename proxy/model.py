@@ -119,7 +119,7 @@ def event_view(event: Event) -> dict[str, Any]:
     """
     ctx = event.context
     geo = ctx.geo
-    parts = urlsplit(event.page.url) if event.page.url else None
+    host, path, query = _url_parts(event.page.url)
     return {
         "event": event.name,
         "name": event.name,
@@ -131,9 +131,9 @@ def event_view(event: Event) -> dict[str, Any]:
             "url": event.page.url,
             "referrer": event.page.referrer,
             "title": event.page.title,
-            "host": (parts.hostname or "") if parts else "",
-            "path": parts.path if parts else "",
-            "query": parts.query if parts else "",
+            "host": host,
+            "path": path,
+            "query": query,
         },
         "user": {
             "id": event.user_id or "",
@@ -155,6 +155,17 @@ def event_view(event: Event) -> dict[str, Any]:
         "bot_score": ctx.bot_score,
         "bot_reasons": list(ctx.bot_reasons),
     }
+
+
+def _url_parts(url: str) -> tuple[str, str, str]:
+    """A page URL's host, path and query; empty for no URL or one urlsplit refuses ("http://[::1")."""
+    if not url:
+        return "", "", ""
+    try:
+        parts = urlsplit(url)
+        return parts.hostname or "", parts.path, parts.query
+    except ValueError:
+        return "", "", ""
 
 
 def _slots_dict(obj: Any) -> dict[str, Any]:

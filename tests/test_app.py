@@ -172,6 +172,22 @@ async def test_a_hit_over_the_event_limit_counts_each_event_as_too_large(client)
     assert resp.status == 413 and 'tagrelay_events_rejected_total{reason="too_large"} 51.0' in text
 
 
+async def test_a_long_list_over_the_limit_counts_one_more_than_the_limit(client):
+    """1,000 entries in one small request count 51 (limit 50 + 1), not 1,000."""
+    resp = await client.post("/e", data=orjson.dumps({"events": [0] * 1000}))
+    text = await (await client.get("/metrics")).text()
+    assert resp.status == 413 and 'tagrelay_events_rejected_total{reason="too_large"} 51.0' in text
+
+
+async def test_a_page_url_that_urlsplit_refuses_is_kept_with_no_host(client, tmp_path):
+    """'http://[::1' (a broken IPv6 bracket) is accepted as the page's URL, with an empty host, not a 500."""
+    hit = {**HIT, "events": [{"name": "page_view", "id": "ev-2", "page": {"url": "http://[::1"}}]}
+    resp = await client.post("/e", data=orjson.dumps(hit))
+    await client.app[DELIVERY].wait_idle(5)
+    page = lines(tmp_path)[0]["page"]
+    assert (resp.status, page["url"], page["host"]) == (204, "http://[::1", "")
+
+
 async def test_readyz_is_ready_while_the_outbox_takes_events(client):
     """/readyz answers 200 when events can be stored."""
     assert (await client.get("/readyz")).status == 200

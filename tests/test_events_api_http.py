@@ -82,6 +82,22 @@ async def test_a_refused_batch_counts_each_of_its_events_as_rejected(client):
     assert resp.status == 400 and 'tagrelay_events_rejected_total{reason="invalid"} 2.0' in text
 
 
+async def test_a_batch_with_an_unknown_top_level_key_counts_each_of_its_events(client):
+    """Three events refused because the body also has 'foo' are three refused events."""
+    good = {"name": "purchase", "id": "a", "time": int(time.time()), "action_source": "website"}
+    body = orjson.dumps({"events": [good, {**good, "id": "b"}, {**good, "id": "c"}], "foo": 1})
+    resp = await client.post("/api/events", data=body, headers={"Authorization": f"Bearer {KEY}"})
+    text = await (await client.get("/metrics")).text()
+    assert resp.status == 400 and 'tagrelay_events_rejected_total{reason="invalid"} 3.0' in text
+
+
+async def test_an_accepted_batch_counts_as_a_hit_answered_200(client):
+    """/metrics counts API requests by status, as it counts the collector's."""
+    resp = await client.post("/api/events", data=batch(), headers={"Authorization": f"Bearer {KEY}"})
+    text = await (await client.get("/metrics")).text()
+    assert resp.status == 200 and 'tagrelay_hits_total{status="200"} 1.0' in text
+
+
 async def test_the_same_consent_rules_apply(client, tmp_path):
     """A server event whose ads consent is denied does not reach a destination needing ads."""
     resp = await client.post("/api/events", data=batch(context={"consent": {"ads": False}}),

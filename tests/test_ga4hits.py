@@ -552,3 +552,9 @@ def test_hostile_input_gives_a_hit_or_hiterror_only(query, body, tail):
         gcollect(query, body)
     except HitError:
         pass
+
+
+def test_blank_body_lines_are_no_events():
+    """A line of spaces or a tab between or after gtag's lines is not an event."""
+    hit = gcollect("v=2&tid=G-X1&cid=1.2", b"en=page_view\n \nen=scroll\n\t")
+    assert [e.name for e in hit.events] == ["page_view", "scroll"]

@@ -98,3 +98,14 @@ def test_a_value_json_cannot_hold_is_a_mapping_error():
     mapping, _ = compile_mapping({"v": "{{ params.value * 10 ** 20 * 10 ** 20 | int }}"})
     with pytest.raises(MappingError, match="set.v: .*too large"):
         mapping.apply({}, {"params": {"value": 7}})
+
+
+def test_a_macros_output_is_written_once():
+    """A macro hands its output over as a list: '39.8 EUR', not '39.8 EUR39.8 EUR'."""
+    table = {"label": "{% macro money(v) %}{{ v }} EUR{% endmacro %}{{ money(params.value) }}"}
+    assert apply(table) == {"label": "12.5 EUR"}
+
+
+def test_a_set_block_is_written_once():
+    """'{% set s %}...{% endset %}{{ s }}' yields the block's text once."""
+    assert apply({"blk": "{% set s %}id={{ params.transaction_id }};{% endset %}{{ s }}"}) == {"blk": "id=T-1;"}

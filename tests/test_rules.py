@@ -181,6 +181,13 @@ def test_set_templates_may_read_free_form_tables_globals_and_their_own_variables
     assert load_rules(tmp_path, env={}).routes
 
 
+def test_a_set_template_may_rebind_a_field_name_in_a_loop(tmp_path):
+    """'{% for page in params['items'] %}{{ page.price }}' reads the loop's page, not the event's."""
+    write(tmp_path, FILE_DEST + '[[routes]]\nto = ["log"]\nset = { x = "{{ page.url }}{% for page in params[\'items\'] %}'
+          '{{ page.price }}{% endfor %}" }\n')
+    assert load_rules(tmp_path, env={}).routes
+
+
 def test_duplicate_destination_names_the_first_file(tmp_path):
     """A destination declared twice says where the first one is."""
     write(tmp_path, FILE_DEST + '[[routes]]\nto = ["log"]\n')
