@@ -48,7 +48,9 @@ class _Env(ImmutableSandboxedEnvironment):
     """Sandboxed, immutable, native types; ``a.b`` on a dict reads the key first.
 
     Plain Jinja resolves ``params.items`` to ``dict.items`` (the method); in a
-    mapping ``params.items`` must mean the event's items.
+    mapping ``params.items`` must mean the event's items. Of a dict's methods
+    only ``get`` stays reachable (when there is no key "get"), for Jinja's
+    usual ``params.get('coupon', 'none')``.
     """
 
     code_generator_class = NativeCodeGenerator
@@ -59,6 +61,8 @@ class _Env(ImmutableSandboxedEnvironment):
             try:
                 return obj[attribute]
             except KeyError:
+                if attribute == "get":
+                    return obj.get
                 return self.undefined(obj=obj, name=attribute)
         return super().getattr(obj, attribute)
 

@@ -50,15 +50,16 @@ _PURPOSES = PURPOSES
 def _view_keys() -> dict[str, frozenset[str] | None]:
     """What a match key may name, read off :func:`proxy.model.event_view` itself.
 
-    A table with fixed fields (page, user, ua, geo) lists them, so that a typo
-    such as "page.hots" is caught at load; params and context are free-form
-    (None); plain values have no fields (empty).
+    A table with fixed fields (page, user, ua, geo, context) lists them, so
+    that a typo such as "page.hots" is caught at load; params is free-form
+    (None); plain values have no fields (empty). Below context's fields
+    (:data:`_NESTED`) the keys vary: consent purposes, click and cookie IDs.
     """
     sample = Event(name="x", id="x", time=0.0)
     sample.context.geo = Geo()
     keys: dict[str, frozenset[str] | None] = {}
     for key, value in event_view(sample).items():
-        if key in ("params", "context"):
+        if key == "params":
             keys[key] = None
         elif isinstance(value, dict):
             keys[key] = frozenset(value)
@@ -68,6 +69,7 @@ def _view_keys() -> dict[str, frozenset[str] | None]:
 
 
 _VIEW_KEYS = _view_keys()
+_NESTED = frozenset({"context"})
 
 
 class RulesError(Exception):
@@ -418,7 +420,7 @@ def _check_path(key: str) -> str:
         return "" if len(parts) > 1 else f"name a field inside {top}, e.g. {top}.value"
     if not allowed:
         return "" if len(parts) == 1 else f"{top} has no fields"
-    if len(parts) != 2 or parts[1] not in allowed:
+    if len(parts) < 2 or parts[1] not in allowed or (len(parts) > 2 and top not in _NESTED):
         hint = _did_you_mean(parts[-1], allowed, prefix=top + ".")
         return f"unknown field{hint} (known: {', '.join(f'{top}.{a}' for a in sorted(allowed))})"
     return ""
@@ -430,8 +432,8 @@ def _check_read(name: str, attr: str | None) -> str:
         hint = _did_you_mean(name, _VIEW_KEYS)
         return f"{name!r}, which events do not have{hint} (known: {', '.join(sorted(_VIEW_KEYS))})"
     allowed = _VIEW_KEYS[name]
-    if attr is None or not allowed or attr in allowed:
-        return ""  # free-form (params, context) or a plain value's own methods
+    if attr is None or not allowed or attr in allowed or attr == "get":
+        return ""  # free-form (params), a plain value's own methods, or dict.get
     hint = _did_you_mean(attr, allowed, prefix=name + ".")
     return f"{name}.{attr}, which is not a field{hint} (known: {', '.join(f'{name}.{a}' for a in sorted(allowed))})"
 

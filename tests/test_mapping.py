@@ -109,3 +109,11 @@ def test_a_macros_output_is_written_once():
 def test_a_set_block_is_written_once():
     """'{% set s %}...{% endset %}{{ s }}' yields the block's text once."""
     assert apply({"blk": "{% set s %}id={{ params.transaction_id }};{% endset %}{{ s }}"}) == {"blk": "id=T-1;"}
+
+
+def test_get_reads_a_param_with_a_default():
+    """'params.get("coupon", "none")' works as in plain Jinja: the default when the key is absent."""
+    assert apply({"a": "{{ params.get('coupon', 'none') }}", "b": "{{ params.get('transaction_id') }}"}) == {
+        "a": "none",
+        "b": "T-1",
+    }

@@ -188,6 +188,27 @@ def test_a_set_template_may_rebind_a_field_name_in_a_loop(tmp_path):
     assert load_rules(tmp_path, env={}).routes
 
 
+def test_a_misspelt_context_field_is_refused_in_a_match_key(tmp_path):
+    """context's fields are fixed: 'context.ipp' is refused and 'context.ip' suggested."""
+    write(tmp_path, FILE_DEST + '[[routes]]\nto = ["log"]\nmatch = { "context.ipp" = "1.2.3.4" }\n')
+    (found,) = problems(tmp_path)
+    assert "match.context.ipp" in found and "did you mean 'context.ip'?" in found
+
+
+def test_a_set_template_reading_a_misspelt_context_field_is_refused(tmp_path):
+    """'{{ context.user_agnet }}' would never yield a value: refused, 'context.user_agent' suggested."""
+    write(tmp_path, FILE_DEST + '[[routes]]\nto = ["log"]\nset = { v = "{{ context.user_agnet }}" }\n')
+    (found,) = problems(tmp_path)
+    assert "template reads context.user_agnet" in found and "did you mean 'context.user_agent'?" in found
+
+
+def test_context_tables_take_any_key_in_matches_and_templates(tmp_path):
+    """Below context's fields the keys vary (IDs, purposes): context.ids.visitor_id and context.consent.ads load."""
+    write(tmp_path, FILE_DEST + '[[routes]]\nto = ["log"]\nmatch = { "context.ids.visitor_id" = { exists = true } }\n'
+          'set = { v = "{{ context.consent.ads }}" }\n')
+    assert load_rules(tmp_path, env={}).routes
+
+
 def test_duplicate_destination_names_the_first_file(tmp_path):
     """A destination declared twice says where the first one is."""
     write(tmp_path, FILE_DEST + '[[routes]]\nto = ["log"]\n')
