@@ -10,18 +10,17 @@ the key, so a route can also drop fields: ``"custom_data.foo" = ""``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
+import difflib
 import math
+from dataclasses import dataclass
 from itertools import chain, islice
-from typing import Callable, Iterable
+from typing import Any, Callable, Collection, Iterable
 
 from jinja2 import ChainableUndefined, TemplateError, Undefined, meta, nodes
 from jinja2.nativetypes import NativeCodeGenerator
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-__all__ = ["Mapping", "MappingError", "compile_mapping", "flatten", "set_path"]
+__all__ = ["Fields", "Mapping", "MappingError", "compile_mapping", "did_you_mean", "flatten", "set_path"]
 
 
 class MappingError(ValueError):
@@ -138,6 +137,39 @@ def compile_mapping(
         else:
             fields.append(_Field(path, key, None, value))
     return Mapping(tuple(fields)), problems
+
+
+class Fields:
+    """What a template's context holds, read off a sample of it (an event's view, say).
+
+    A table with fixed fields lists them, so that "page.hots" is caught at
+    load; a ``free`` table (params) takes any key; below the fields of a
+    ``nested`` table (context: consent, click_ids, ids) keys vary; a plain
+    value has no fields.
+    """
+
+    def __init__(self, sample: dict[str, Any], free: Collection[str] = (), nested: Collection[str] = ()) -> None:
+        self.tables: dict[str, frozenset[str] | None] = {
+            key: None if key in free else frozenset(value) if isinstance(value, dict) else frozenset()
+            for key, value in sample.items()
+        }
+        self.nested = frozenset(nested)
+
+    def check_read(self, name: str, attr: str | None) -> str:
+        """What is wrong with a field a template reads (see :func:`compile_mapping`), or ""."""
+        if name not in self.tables:
+            hint = did_you_mean(name, self.tables)
+            return f"{name!r}, which events do not have{hint} (known: {', '.join(sorted(self.tables))})"
+        allowed = self.tables[name]
+        if attr is None or not allowed or attr in allowed or attr == "get":
+            return ""  # free-form, a plain value's own methods, or dict.get
+        hint = did_you_mean(attr, allowed, prefix=name + ".")
+        return f"{name}.{attr}, which is not a field{hint} (known: {', '.join(f'{name}.{a}' for a in sorted(allowed))})"
+
+
+def did_you_mean(word: str, choices: Collection[str], prefix: str = "") -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.7)
+    return f"; did you mean {prefix + close[0]!r}?" if close else ""
 
 
 def _reads(ast: nodes.Template) -> set[tuple[str, str | None]]:

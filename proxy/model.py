@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["CLICK_IDS", "USER_FIELDS", "Event", "Page", "UserData", "Context", "UAInfo", "Geo", "event_view"]
+__all__ = ["CLICK_IDS", "USER_FIELDS", "Event", "Page", "UserData", "Context", "UAInfo", "Geo", "event_view", "sample_event"]
 
 
 #: The person's fields a site may send (raw; hashed by adapters before leaving).
@@ -155,6 +155,13 @@ def event_view(event: Event) -> dict[str, Any]:
         "bot_score": ctx.bot_score,
         "bot_reasons": list(ctx.bot_reasons),
     }
+
+
+def sample_event() -> Event:
+    """An event with every optional table present, to read the shape of its views off."""
+    event = Event(name="x", id="x", time=0.0, user=UserData(email="sample@example.com"))
+    event.context.geo = Geo()
+    return event
 
 
 def _url_parts(url: str) -> tuple[str, str, str]:

@@ -21,7 +21,6 @@ and sends to it wins, so one event reaches one destination at most once.
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
 import re
@@ -33,8 +32,8 @@ from typing import Any, Callable, Mapping as TMapping
 import re2  # type: ignore[import-untyped]  # google-re2 ships no type hints
 
 from .consent import PURPOSES, gate
-from .mapping import Mapping, compile_mapping, flatten
-from .model import Event, Geo, event_view
+from .mapping import Fields, Mapping, compile_mapping, did_you_mean, flatten
+from .model import Event, event_view, sample_event
 from .vendors import ADAPTERS
 from .vendors.base import Adapter, ConfigError
 
@@ -45,31 +44,9 @@ log = logging.getLogger("proxy.rules")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _PURPOSES = PURPOSES
-# Top-level keys of proxy.model.event_view, and which of them are tables
-# with a fixed set of keys (so that a typo such as "page.hots" is caught).
-def _view_keys() -> dict[str, frozenset[str] | None]:
-    """What a match key may name, read off :func:`proxy.model.event_view` itself.
-
-    A table with fixed fields (page, user, ua, geo, context) lists them, so
-    that a typo such as "page.hots" is caught at load; params is free-form
-    (None); plain values have no fields (empty). Below context's fields
-    (:data:`_NESTED`) the keys vary: consent purposes, click and cookie IDs.
-    """
-    sample = Event(name="x", id="x", time=0.0)
-    sample.context.geo = Geo()
-    keys: dict[str, frozenset[str] | None] = {}
-    for key, value in event_view(sample).items():
-        if key == "params":
-            keys[key] = None
-        elif isinstance(value, dict):
-            keys[key] = frozenset(value)
-        else:
-            keys[key] = frozenset()
-    return keys
-
-
-_VIEW_KEYS = _view_keys()
-_NESTED = frozenset({"context"})
+# What match keys and `set` templates may name, read off event_view itself.
+_VIEW = Fields(event_view(sample_event()), free=("params",), nested=("context",))
+_VIEW_KEYS = _VIEW.tables
 
 
 class RulesError(Exception):
@@ -374,7 +351,7 @@ def _route(
         if t in declared and t not in known:
             continue  # the destination's own problems are reported already
         if t not in known:
-            hint = _did_you_mean(t, declared)
+            hint = did_you_mean(t, declared)
             errs.append(f"to: no destination named {t!r}{hint} (known: {', '.join(sorted(declared)) or 'none'})")
     match = body.get("match", {})
     conditions: list[tuple[str, Callable[[Any], bool], str]] = []
@@ -402,7 +379,7 @@ def _route(
     if not isinstance(table, dict):
         errs.append("set: must be a table of \"payload.path\" = value")
         table = {}
-    mapping, mproblems = compile_mapping(flatten(table), _check_read)
+    mapping, mproblems = compile_mapping(flatten(table), _VIEW.check_read)
     errs.extend(f"set.{k}: {m}" for k, m in mproblems)
     if errs:
         return None, errs
@@ -413,29 +390,17 @@ def _check_path(key: str) -> str:
     parts = key.split(".")
     top = parts[0]
     if top not in _VIEW_KEYS:
-        hint = _did_you_mean(top, _VIEW_KEYS)
+        hint = did_you_mean(top, _VIEW_KEYS)
         return f"unknown field{hint} (known: {', '.join(sorted(_VIEW_KEYS))}, or params.NAME)"
     allowed = _VIEW_KEYS[top]
     if allowed is None:
         return "" if len(parts) > 1 else f"name a field inside {top}, e.g. {top}.value"
     if not allowed:
         return "" if len(parts) == 1 else f"{top} has no fields"
-    if len(parts) < 2 or parts[1] not in allowed or (len(parts) > 2 and top not in _NESTED):
-        hint = _did_you_mean(parts[-1], allowed, prefix=top + ".")
+    if len(parts) < 2 or parts[1] not in allowed or (len(parts) > 2 and top not in _VIEW.nested):
+        hint = did_you_mean(parts[-1], allowed, prefix=top + ".")
         return f"unknown field{hint} (known: {', '.join(f'{top}.{a}' for a in sorted(allowed))})"
     return ""
-
-
-def _check_read(name: str, attr: str | None) -> str:
-    """What is wrong with a field a ``set`` template reads from the event's view, or ""."""
-    if name not in _VIEW_KEYS:
-        hint = _did_you_mean(name, _VIEW_KEYS)
-        return f"{name!r}, which events do not have{hint} (known: {', '.join(sorted(_VIEW_KEYS))})"
-    allowed = _VIEW_KEYS[name]
-    if attr is None or not allowed or attr in allowed or attr == "get":
-        return ""  # free-form (params), a plain value's own methods, or dict.get
-    hint = _did_you_mean(attr, allowed, prefix=name + ".")
-    return f"{name}.{attr}, which is not a field{hint} (known: {', '.join(f'{name}.{a}' for a in sorted(allowed))})"
 
 
 def _covers(first: Route, later: Route) -> bool:
@@ -470,11 +435,6 @@ def _shadowed(routes: list[Route]) -> list[str]:
 def _toml(value: Any) -> str:
     """``value`` as it would be written in a rule file (true, not True)."""
     return str(value).lower() if isinstance(value, bool) else repr(value)
-
-
-def _did_you_mean(word: str, choices: Any, prefix: str = "") -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.7)
-    return f"; did you mean {prefix + close[0]!r}?" if close else ""
 
 
 _MISSING = object()

@@ -169,6 +169,25 @@ def test_webhook_header_with_a_newline_is_a_config_error():
         Webhook("h", {"url": "http://127.0.0.1:9/x", "headers": {"X-Token": "a\nb"}})
 
 
+def test_a_webhook_body_template_reading_a_misspelt_field_is_a_config_error():
+    """'{{ parms.value }}' in a body would be empty for every event: refused when rules load."""
+    from proxy.vendors.base import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        Webhook("h", {"url": "http://127.0.0.1:9/x", "body": {"v": "{{ parms.value }}"}})
+    ((key, problem),) = info.value.problems
+    assert key == "body.v" and "template reads 'parms'" in problem and "did you mean 'params'?" in problem
+
+
+def test_webhook_body_templates_read_the_canonical_payload():
+    """A body sees the line a file gets: user.hashed is there, and the view's 'event' alias is not."""
+    from proxy.vendors.base import ConfigError
+
+    Webhook("h", {"url": "http://127.0.0.1:9/x", "body": {"em": "{{ user.hashed.em }}", "n": "{{ name }}"}})
+    with pytest.raises(ConfigError, match="template reads 'event'"):
+        Webhook("h", {"url": "http://127.0.0.1:9/x", "body": {"n": "{{ event }}"}})
+
+
 async def test_accepted_rows_are_sent_from_memory_without_claiming_them_back(aiohttp_server, tmp_path):
     """Rows this process commits go to their lane in memory: after the lane's first look, no claim is needed."""
     hook, url = await hook_server(aiohttp_server)

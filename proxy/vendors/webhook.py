@@ -24,8 +24,8 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from ..mapping import compile_mapping, flatten
-from ..model import Event
+from ..mapping import Fields, compile_mapping, flatten
+from ..model import Event, sample_event
 from .base import Adapter, ConfigError, Request
 from .canonical import canonical_payload
 
@@ -33,6 +33,9 @@ __all__ = ["Webhook"]
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _SECRET_HINTS = ("auth", "token", "key", "secret", "signature", "password")
+# What body templates may read: the canonical payload (the event's view
+# without "event", with user.hashed), so a typo is refused at load.
+_BODY_FIELDS = Fields(canonical_payload(sample_event()), free=("params",), nested=("context",))
 
 
 class Webhook(Adapter):
@@ -69,12 +72,7 @@ class Webhook(Adapter):
             if not isinstance(body, dict):
                 problems.append(("body", "must be a table of field = \"template\""))
             else:
-                # TODO(webhook template reads): a route's `set` refuses templates
-                # that read fields events lack; a body's templates see the
-                # canonical payload (no "event", plus user.hashed) and are not
-                # checked yet. Ends when compile_mapping gets a check_read for
-                # that shape here, with a test beside the route's.
-                mapping, mproblems = compile_mapping(flatten(body))
+                mapping, mproblems = compile_mapping(flatten(body), _BODY_FIELDS.check_read)
                 problems.extend((f"body.{k}", m) for k, m in mproblems)
         for key in settings:
             if key not in ("url", "method", "headers", "batch", "body"):
