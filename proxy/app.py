@@ -232,8 +232,9 @@ async def reload_rules(app: web.Application) -> bool:
         new = await asyncio.to_thread(load_rules, settings.rules_dir)
     except RulesError as exc:
         log.error(
-            "rules not reloaded, the running ones stay: %d problem(s):\n  %s",
-            len(exc.problems), "\n  ".join(exc.problems),
+            "rules not reloaded, the running ones stay: %d problem(s) (fix them, check with"
+            " 'tagrelay check %s', then send SIGHUP again):\n  %s",
+            len(exc.problems), settings.rules_dir, "\n  ".join(exc.problems),
         )
         return False
     for warning in new.warnings:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import logging
 from pathlib import Path
 
 import orjson
@@ -300,6 +301,17 @@ async def test_reloaded_rules_add_a_destination_without_a_restart(client, tmp_pa
     assert [orjson.loads(x)["id"] for x in (tmp_path / "more.jsonl").read_bytes().splitlines()] == [HIT["events"][0]["id"]]
 
 
+async def test_a_broken_reload_says_how_to_check_the_rules(client, caplog):
+    """The ERROR line names the command that lists the problems: tagrelay check <rules dir>."""
+    from proxy.app import reload_rules
+
+    rules_dir = client.app[SETTINGS].rules_dir
+    (rules_dir / "20.toml").write_text("[destinations.broken\n")
+    caplog.set_level(logging.ERROR, logger="proxy.app")
+    await reload_rules(client.app)
+    assert f"tagrelay check {rules_dir}" in caplog.text
+
+
 async def test_a_broken_reload_keeps_the_running_rules(client, tmp_path):
     """A rule file with an error is not taken: the running rules go on delivering."""
     from proxy.app import reload_rules
@@ -327,7 +339,6 @@ async def test_a_reload_asked_for_as_the_service_stops_finishes_before_the_outbo
     aiohttp_server, tmp_path, caplog, monkeypatch
 ):
     """A reload (SIGHUP) then an immediate stop: the reload completes first, rather than failing on a closed outbox."""
-    import logging
     import time
 
     import proxy.app
@@ -351,7 +362,6 @@ async def test_a_reload_asked_for_as_the_service_stops_finishes_before_the_outbo
 
 async def test_a_reload_asked_for_before_the_service_starts_runs_as_it_starts(aiohttp_server, tmp_path, caplog):
     """A SIGHUP between reading the rules and starting is kept: a file edited meanwhile takes effect."""
-    import logging
 
     settings = Settings(rules_dir=rules_dir(tmp_path), data_dir=tmp_path)
     app = make_app(settings, load_rules(settings.rules_dir, env={}))
