@@ -214,10 +214,9 @@ def parse_gcollect(query: str, body: bytes, settings: Settings, now: float) -> G
             f"body: {len(body)} bytes is over the limit of {settings.max_body_bytes}",
             413,
         )
-    shared = _form(query, "query")
     lines = _body_lines(body)
     with refusing(len(lines), settings.max_events_per_hit):
-        return _gcollect(shared, lines, settings, now)
+        return _gcollect(_form(query, "query"), lines, settings, now)
 
 
 def _gcollect(shared: dict[str, str], lines: list[tuple[int, str]], settings: Settings, now: float) -> GA4Hit:

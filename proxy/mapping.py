@@ -168,8 +168,10 @@ class Fields:
 
 
 def did_you_mean(word: str, choices: Collection[str], prefix: str = "") -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.7)
-    return f"; did you mean {prefix + close[0]!r}?" if close else ""
+    """'; did you mean 'page.host'?' for the closest choice, case aside; "" for none."""
+    by_lower = {c.lower(): c for c in choices}
+    close = difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=0.7)
+    return f"; did you mean {prefix + by_lower[close[0]]!r}?" if close else ""
 
 
 def _reads(ast: nodes.Template) -> set[tuple[str, str | None]]:

@@ -74,3 +74,10 @@ async def test_a_refused_batched_hit_counts_each_of_its_events_as_rejected(clien
     resp = await client.post("/g/collect?v=2&tid=G-X1&cid=1.2", data=body)
     text = await (await client.get("/metrics")).text()
     assert resp.status == 400 and 'tagrelay_events_rejected_total{reason="invalid"} 2.0' in text
+
+
+async def test_a_bad_query_with_batched_lines_counts_each_line_as_rejected(client):
+    """Invalid UTF-8 in the query refuses all three body lines' events: three refused, as for any other reason."""
+    resp = await client.post("/g/collect?v=2&tid=G-X1&cid=1.2&dt=%FF", data=b"en=a\nen=b\nen=c")
+    text = await (await client.get("/metrics")).text()
+    assert resp.status == 400 and 'tagrelay_events_rejected_total{reason="invalid"} 3.0' in text

@@ -209,6 +209,12 @@ def test_context_tables_take_any_key_in_matches_and_templates(tmp_path):
     assert load_rules(tmp_path, env={}).routes
 
 
+def test_a_field_in_the_wrong_case_gets_a_suggestion(tmp_path):
+    """'{{ PAGE.host }}' is answered with: did you mean 'page'?"""
+    write(tmp_path, FILE_DEST + '[[routes]]\nto = ["log"]\nset = { h = "{{ PAGE.host }}" }\n')
+    assert "did you mean 'page'?" in problems(tmp_path)[0]
+
+
 def test_duplicate_destination_names_the_first_file(tmp_path):
     """A destination declared twice says where the first one is."""
     write(tmp_path, FILE_DEST + '[[routes]]\nto = ["log"]\n')
