@@ -73,6 +73,7 @@ class Script:
 
 def make_app(settings: Settings, rules: RuleSet) -> web.Application:
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[_last_resort])
+    logging.getLogger("aiohttp.server").addFilter(_ANSWERED_PAYLOAD_ERRORS)
     app[SETTINGS] = settings
     # Opened here, not at start-up, so a bad geo database is a clear error
     # before the server binds (GeoDatabaseError is a SettingsError).
@@ -411,7 +412,7 @@ async def _ga4_collect(request: web.Request) -> web.Response:
 
 async def _body(request: web.Request) -> bytes:
     try:
-        return await request.read()
+        body = await request.read()
     except web.HTTPRequestEntityTooLarge:
         limit = request.app[SETTINGS].max_body_bytes
         raise HitError(f"body: over the limit of {limit} bytes", 413) from None
@@ -419,6 +420,29 @@ async def _body(request: web.Request) -> bytes:
         raise
     except Exception as exc:  # undecodable Content-Encoding, a client gone mid-body, ...
         raise HitError(f"body: cannot be read ({type(exc).__name__}); send it plain or with valid gzip") from None
+    encoding = request.headers.get("Content-Encoding")
+    if not body and encoding and request.content_length:
+        # A gzip stream cut short decodes to nothing, without an error.
+        raise HitError(f"body: {request.content_length} bytes of {encoding} decode to nothing (cut short?); send it plain or with valid gzip")
+    return body
+
+
+class _AnsweredPayloadErrors(logging.Filter):
+    """Demote aiohttp's "Unhandled exception" for a body that could not be read to DEBUG.
+
+    _body answers such a request 400; aiohttp then drains the rest of the body,
+    meets the same error again and logs it at ERROR with a traceback: one a
+    client could repeat per request, about nothing that needs a human.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, web.RequestPayloadError) and record.getMessage() == "Unhandled exception":
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
+_ANSWERED_PAYLOAD_ERRORS = _AnsweredPayloadErrors()
 
 
 def _refused(request: web.Request, exc: HitError) -> web.Response:

@@ -189,6 +189,26 @@ async def test_a_page_url_that_urlsplit_refuses_is_kept_with_no_host(client, tmp
     assert (resp.status, page["url"], page["host"]) == (204, "http://[::1", "")
 
 
+async def test_a_gzip_body_cut_short_is_a_400_that_says_so(client):
+    """A gzip stream cut short decodes to nothing: the error says so, not 'body: empty'."""
+    cut = gzip.compress(orjson.dumps(HIT))[:15]
+    resp = await client.post("/e", data=cut, headers={"Content-Encoding": "gzip"})
+    assert resp.status == 400 and "15 bytes of gzip decode to nothing" in (await resp.json())["error"]
+
+
+async def test_an_undecodable_gzip_body_is_answered_400_without_an_error_log(client, caplog):
+    """aiohttp meets the bad body again after the 400; what it logs then is DEBUG, not an ERROR traceback."""
+    caplog.set_level(logging.DEBUG, logger="aiohttp.server")
+    resp = await client.post("/e", data=b"not gzip at all", headers={"Content-Encoding": "gzip"})
+    assert resp.status == 400
+    for _ in range(100):  # aiohttp drains the body after the answer has gone
+        logged = [r for r in caplog.records if r.getMessage() == "Unhandled exception"]
+        if logged:
+            break
+        await asyncio.sleep(0.02)
+    assert [r.levelname for r in logged] == ["DEBUG"]
+
+
 async def test_readyz_is_ready_while_the_outbox_takes_events(client):
     """/readyz answers 200 when events can be stored."""
     assert (await client.get("/readyz")).status == 200
