@@ -273,9 +273,12 @@ async def _housekeeping(app: web.Application) -> None:
 async def _tidy(app: web.Application) -> None:
     """Refresh the outbox gauges, bury rows the rules lost; prune the ledger hourly."""
     delivery, metrics = app[DELIVERY], app[METRICS]
-    metrics.outbox.snapshot = await delivery.outbox.depth()
     rules = app[RULES].current
-    if any(name not in rules.destinations for name in metrics.outbox.snapshot):
+    depth = await delivery.outbox.depth()
+    # Every destination has its series, 0 when nothing waits: an alert on
+    # depth cannot tell a missing series from a broken scrape.
+    metrics.outbox.snapshot = {**dict.fromkeys(rules.destinations, (0, 0.0)), **depth}
+    if any(name not in rules.destinations for name in depth):
         # Rows another worker was sending when the rules lost their
         # destination: dead letters once it gave them back.
         await _bury_lost(delivery.outbox, rules)

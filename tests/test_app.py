@@ -209,6 +209,17 @@ async def test_an_undecodable_gzip_body_is_answered_400_without_an_error_log(cli
     assert [r.levelname for r in logged] == ["DEBUG"]
 
 
+async def test_outbox_depth_is_0_for_a_destination_with_nothing_waiting(client):
+    """An empty outbox still shows each destination's depth and age series, at 0."""
+    for _ in range(100):  # housekeeping's first pass runs as the service starts
+        text = await (await client.get("/metrics")).text()
+        if 'tagrelay_outbox_depth{destination="log"}' in text:
+            break
+        await asyncio.sleep(0.05)
+    assert 'tagrelay_outbox_depth{destination="log"} 0.0' in text
+    assert 'tagrelay_outbox_oldest_age_seconds{destination="log"} 0.0' in text
+
+
 async def test_readyz_is_ready_while_the_outbox_takes_events(client):
     """/readyz answers 200 when events can be stored."""
     assert (await client.get("/readyz")).status == 200
