@@ -417,6 +417,14 @@ async def test_a_reload_asked_for_while_the_service_stops_is_ignored(aiohttp_ser
     assert reloads.task is None
 
 
+async def test_trace_says_which_file_an_event_was_appended_to(client, tmp_path):
+    """A file destination's 'sent' entry names the file, not the size of the batch it went in."""
+    assert (await client.post("/e", data=orjson.dumps(HIT))).status == 204
+    assert await client.app[DELIVERY].wait_idle(5)
+    sent = [r.detail for r in await client.app[DELIVERY].outbox.trace("ev-1") if r.what == "sent"]
+    assert sent == [f"appended to {tmp_path}/events.jsonl"]
+
+
 async def test_trace_lists_each_destination_a_route_queued_the_event_for(aiohttp_client, tmp_path):
     """One route to two destinations: the event's trace says queued and sent for each."""
     extra = f'[destinations.copy]\ntype = "file"\npath = "{tmp_path}/copy.jsonl"\n'

@@ -57,7 +57,8 @@ class JSONLFile(Adapter):
                 self._fh.flush()
             except OSError as exc:
                 return Outcome(Verdict.RETRY, f"file: {exc.strerror or type(exc).__name__}")
-        return Outcome(Verdict.OK, f"wrote {len(payloads)}")
+        # Read per event in `trace`: where it went, not the batch's size.
+        return Outcome(Verdict.OK, f"appended to {self.path}")
 
     async def close(self) -> None:
         if self._fh is not None:
