@@ -2,9 +2,9 @@
 
 Run by hand from the repo root (not a test)::
 
-    /tmp/venv/bin/python bench/bench_pipeline.py [--duration 8] [--connections 32] [--workers 2]
+    .venv/bin/python bench/bench_pipeline.py [--duration 8] [--connections 32] [--workers 2]
 
-Three servers on 127.0.0.1, measured in turn A B C A B C with the same wrk
+Four servers on 127.0.0.1, measured in turn A B C D A B C D with the same wrk
 duration and connections:
 
 - A: nginx answering 204 (own temp prefix and config, run as this user);
@@ -256,11 +256,11 @@ def need_tools() -> str:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--duration", type=int, default=8, help="seconds per wrk run (default 8; 6 runs)")
+    p.add_argument("--duration", type=int, default=8, help="seconds per wrk run (default 8; 8 runs)")
     p.add_argument("--connections", type=int, default=32)
     p.add_argument("--threads", type=int, default=1, help="wrk threads (default 1: leave the cores to the servers)")
     p.add_argument("--workers", type=int, default=2, help="server processes for all three (default 2)")
-    p.add_argument("--rounds", type=int, default=2, help="A B C repeated this many times (default 2)")
+    p.add_argument("--rounds", type=int, default=2, help="A B C D repeated this many times (default 2)")
     p.add_argument("--keep", action="store_true", help="keep the temp directory and print its path")
     p.add_argument("--role", nargs="*", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -444,9 +444,10 @@ def report(results: dict[str, list[dict[str, float]]], depth: list[tuple[float, 
         print(f"\n{name} delivery: {med(name, 'delivered_during'):.0f} events/s delivered during load, "
               f"{med(name, 'delivered_rate'):.0f} events/s over load + drain (3 destinations per hit); "
               f"drain after load {max(r['drain_secs'] for r in tag):.1f} s; not delivered after 30 s: {sum(r['lost_or_late'] for r in tag):.0f}")  # fmt: skip
-    if depth:
-        print("tagrelay outbox depth over time (s: rows): " + ", ".join(f"{t:.0f}: {d}" for t, d in depth))
-        print("  (the gauge is refreshed by housekeeping every 5 s)")
+        if name == "tagrelay" and depth:
+            print(f"{name} outbox depth during and after its runs (s since the first run: rows): "
+                  + ", ".join(f"{t:.0f}: {d}" for t, d in depth))  # fmt: skip
+            print("  (the gauge is refreshed by housekeeping every 5 s)")
     rate = med("tagrelay", "rate")
     per_core = rate / (os.cpu_count() or 1)
     print(f"\nratio tagrelay / aiohttp-204: {rate / med('aiohttp', 'rate'):.2f}   (target >= 0.5)")
