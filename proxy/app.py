@@ -143,6 +143,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        log.info("stopping: taking no more hits, finishing deliveries in flight")
         housekeeping.cancel()
         await asyncio.gather(housekeeping, return_exceptions=True)
         await reloads.close()  # before what a reload uses is closed
@@ -150,6 +151,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         await outbox.close()
         await app[RULES].current.close()
         app[ENRICHER].close()
+        log.info("stopped")
 
 
 @web.middleware

@@ -704,6 +704,16 @@ async def test_sighup_during_the_stop_changes_nothing(aiohttp_server, tmp_path, 
     assert leased == []
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_graceful_stop_says_it_is_stopping_and_then_stopped(tmp_path, workers):
+    """SIGTERM: each worker logs that it is stopping and, once its outbox is closed, that it stopped."""
+    svc = service(tmp_path, f'[destinations.log]\ntype = "file"\npath = "{tmp_path}/e.jsonl"\n[[routes]]\nto = ["log"]\n', workers=workers)
+    svc.start()
+    svc.stop()
+    lines = svc.log().splitlines()
+    assert [sum(line.endswith(what) for line in lines) for what in ("finishing deliveries in flight", "stopped")] == [workers, workers]
+
+
 def test_sigterm_while_the_supervisor_forks_a_worker_stops_everything(tmp_path):
     """SIGTERM the moment the first worker process exists: the supervisor stops it too and exits 0."""
     svc = service(tmp_path, f'[destinations.log]\ntype = "file"\npath = "{tmp_path}/e.jsonl"\n[[routes]]\nto = ["log"]\n', workers=2)
