@@ -18,6 +18,7 @@ from typing import Any, Callable, Collection, Iterable
 
 from jinja2 import ChainableUndefined, TemplateError, Undefined, meta, nodes
 from jinja2.nativetypes import NativeCodeGenerator
+from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 __all__ = ["Fields", "Mapping", "MappingError", "compile_mapping", "did_you_mean", "flatten", "set_path"]
@@ -43,27 +44,58 @@ def _concat(values: Iterable[Any]) -> Any:
     return "".join(str(v) for v in chain(head, values))
 
 
+class _CodeGenerator(NativeCodeGenerator):
+    """Jinja folds a constant such as ``{{ none }}`` into text at compile time;
+    a lone one keeps its type here, so ``{{ none }}`` removes the key and
+    ``{{ false }}`` stays a boolean, as the values of expressions do."""
+
+    def _output_const_repr(self, group: Iterable[Any]) -> str:
+        values = list(group)
+        if len(values) == 1 and not isinstance(values[0], str):
+            return repr(values[0])
+        return super()._output_const_repr(values)
+
+
 class _Env(ImmutableSandboxedEnvironment):
     """Sandboxed, immutable, native types; ``a.b`` on a dict reads the key first.
 
     Plain Jinja resolves ``params.items`` to ``dict.items`` (the method); in a
     mapping ``params.items`` must mean the event's items. Of a dict's methods
-    only ``get`` stays reachable (when there is no key "get"), for Jinja's
-    usual ``params.get('coupon', 'none')``.
+    only ``get`` stays reachable, always, for Jinja's usual
+    ``params.get('coupon', 'none')``: a visitor's param named "get" must not
+    break it (``params['get']`` reads that one).
+
+    Values come from visitors, so ``*`` and ``**`` are intercepted: a price
+    of "xx" times a quantity of 10**12 would otherwise build a terabyte string.
     """
 
-    code_generator_class = NativeCodeGenerator
+    code_generator_class = _CodeGenerator
     concat = staticmethod(_concat)
+    intercepted_binops = frozenset({"*", "**"})
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         if isinstance(obj, dict):
+            if attribute == "get":
+                return obj.get
             try:
                 return obj[attribute]
             except KeyError:
-                if attribute == "get":
-                    return obj.get
                 return self.undefined(obj=obj, name=attribute)
         return super().getattr(obj, attribute)
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                if isinstance(seq, (str, list, tuple)) and isinstance(times, int) and len(seq) * times > _MAX_REPEAT:
+                    raise SecurityError(f"'*' would build a value of {len(seq) * times:,} items (at most {_MAX_REPEAT:,})")
+        elif operator == "**" and isinstance(left, int) and isinstance(right, int):
+            if abs(left) > 1 and right * abs(left).bit_length() > _MAX_POWER_BITS:
+                raise SecurityError(f"'**' would build an integer of over {_MAX_POWER_BITS} bits")
+        return super().call_binop(context, operator, left, right)
+
+
+_MAX_REPEAT = 100_000
+_MAX_POWER_BITS = 4096
 
 
 _ENV = _Env(undefined=ChainableUndefined, autoescape=False)
@@ -91,7 +123,7 @@ class Mapping:
                     value = f.template.render(view)
                 except TemplateError as exc:
                     raise MappingError(f"set.{f.key}: {exc}") from None
-                except (TypeError, ValueError, ArithmeticError, LookupError) as exc:
+                except (TypeError, ValueError, ArithmeticError, LookupError, MemoryError) as exc:
                     raise MappingError(f"set.{f.key}: {type(exc).__name__}: {exc}") from None
             if isinstance(value, Undefined) or value is None or value == "":
                 _remove_path(payload, f.path)

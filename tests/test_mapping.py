@@ -117,3 +117,44 @@ def test_get_reads_a_param_with_a_default():
         "a": "none",
         "b": "T-1",
     }
+
+
+def render(table: dict, params: dict) -> dict:
+    mapping, problems = compile_mapping(table)
+    assert problems == []
+    return mapping.apply({}, {"params": params})
+
+
+def test_a_visitor_cannot_make_a_template_build_a_huge_string():
+    """'price * quantity' with a price of "xx" and a quantity of 10**12 is refused, not a terabyte allocated."""
+    with pytest.raises(MappingError, match="at most 100,000"):
+        render({"t": "{{ params.price * params.quantity }}"}, {"price": "xx", "quantity": 10**12})
+
+
+def test_a_visitor_cannot_make_a_template_compute_a_huge_power():
+    """'2 ** e' with e = 1,000,000 is refused rather than computed for seconds."""
+    with pytest.raises(MappingError, match="4096 bits"):
+        render({"t": "{{ 2 ** params.e }}"}, {"e": 10**6})
+
+
+def test_multiplying_numbers_and_short_strings_still_works():
+    """2.5 * 4 is 10.0; 'ab' * 3 is 'ababab'."""
+    assert render({"a": "{{ params.p * params.q }}", "b": "{{ params.s * 3 }}"}, {"p": 2.5, "q": 4, "s": "ab"}) == {
+        "a": 10.0,
+        "b": "ababab",
+    }
+
+
+def test_get_is_the_method_even_when_a_param_is_named_get():
+    """A visitor's param "get" must not break params.get(...); params['get'] still reads it."""
+    table = {"c": "{{ params.get('coupon', 'none') }}", "g": "{{ params['get'] }}"}
+    assert render(table, {"get": "x"}) == {"c": "none", "g": "x"}
+
+
+def test_a_lone_constant_keeps_its_type():
+    """'{{ none }}' removes the key (as any empty value does); '{{ false }}' and '{{ 1 }}' keep their types."""
+    assert render({"n": "{{ none }}", "f": "{{ false }}", "i": "{{ 1 }}", "t": "x{{ 1 }}"}, {}) == {
+        "f": False,
+        "i": 1,
+        "t": "x1",
+    }
