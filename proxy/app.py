@@ -73,7 +73,6 @@ class Script:
 
 def make_app(settings: Settings, rules: RuleSet) -> web.Application:
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[_last_resort])
-    logging.getLogger("aiohttp.server").addFilter(_ANSWERED_PAYLOAD_ERRORS)
     app[SETTINGS] = settings
     # Opened here, not at start-up, so a bad geo database is a clear error
     # before the server binds (GeoDatabaseError is a SettingsError).
@@ -325,7 +324,7 @@ async def _collect(request: web.Request) -> web.Response:
         else:
             hit = hit_from_query(_strict_query(request), request.headers.get("Referer", ""), settings)
     except HitError as exc:
-        return _refused(request, exc)
+        return await _refused(request, exc)
     return await _accept(request, hit)
 
 
@@ -343,7 +342,7 @@ async def _events_api(request: web.Request) -> web.Response:
     try:
         items = parse_server_events(await _body(request), source, settings, now)
     except HitError as exc:
-        return _refused(request, exc)
+        return await _refused(request, exc)
     events = to_events(items, request.app[ENRICHER])
     decide_consent(events, request.app[CONSENT_POLICY])
     stored = await _store(request, events, now)
@@ -405,7 +404,7 @@ async def _ga4_collect(request: web.Request) -> web.Response:
         # The raw query: aiohttp's query_string is already partly decoded.
         hit = parse_gcollect(request.rel_url.raw_query_string, body, settings, time.time())
     except HitError as exc:
-        return _refused(request, exc)
+        return await _refused(request, exc)
     # gtag.js keeps its own client and session; they win over tagrelay's.
     ga_ids = {
         "ga_client_id": hit.client_id,
@@ -420,11 +419,12 @@ async def _body(request: web.Request) -> bytes:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
         limit = request.app[SETTINGS].max_body_bytes
-        raise HitError(f"body: over the limit of {limit} bytes", 413) from None
+        raise HitError(f"body: over the limit of {limit} bytes", 413, body_unread=True) from None
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # undecodable Content-Encoding, a client gone mid-body, ...
-        raise HitError(f"body: cannot be read ({type(exc).__name__}); send it plain or with valid gzip") from None
+        why = f"body: cannot be read ({type(exc).__name__}); send it plain or with valid gzip"
+        raise HitError(why, body_unread=True) from None
     encoding = request.headers.get("Content-Encoding")
     if not body and encoding and request.content_length:
         # A gzip stream cut short decodes to nothing, without an error.
@@ -432,30 +432,23 @@ async def _body(request: web.Request) -> bytes:
     return body
 
 
-class _AnsweredPayloadErrors(logging.Filter):
-    """Demote aiohttp's "Unhandled exception" for a body that could not be read to DEBUG.
-
-    _body answers such a request 400; aiohttp then drains the rest of the body,
-    meets the same error again and logs it at ERROR with a traceback: one a
-    client could repeat per request, about nothing that needs a human.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, web.RequestPayloadError) and record.getMessage() == "Unhandled exception":
-            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
-        return True
-
-
-_ANSWERED_PAYLOAD_ERRORS = _AnsweredPayloadErrors()
-
-
-def _refused(request: web.Request, exc: HitError) -> web.Response:
+async def _refused(request: web.Request, exc: HitError) -> web.Response:
     log.debug("hit refused: %s", exc)
     metrics = request.app[METRICS]
     metrics.hits.labels(str(exc.status)).inc()
     metrics.events_rejected.labels("too_large" if exc.status == 413 else "invalid").inc(exc.events)
-    return _error(exc.status, str(exc))
+    response = _error(exc.status, str(exc))
+    if exc.body_unread:
+        # Left alone, aiohttp reads the rest of the body after the answer to
+        # keep the connection: a 1 MB gzip bomb is then inflated to 1 GB on
+        # the event loop, seconds of every client's time; and a body it could
+        # not decode fails again there, logged at ERROR with a traceback.
+        # Answer, then close.
+        response.force_close()
+        await response.prepare(request)
+        await response.write_eof()
+        request.protocol.force_close()
+    return response
 
 
 async def _accept(

@@ -59,10 +59,11 @@ class HitError(ValueError):
     as a body that is not JSON, counts as one.
     """
 
-    def __init__(self, message: str, status: int = 400) -> None:
+    def __init__(self, message: str, status: int = 400, body_unread: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.events = 1
+        self.body_unread = body_unread  # the request's body was not read to its end (see app._refused)
 
 
 @contextlib.contextmanager
