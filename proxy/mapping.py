@@ -112,6 +112,7 @@ class _Field:
 @dataclass(slots=True, frozen=True)
 class Mapping:
     fields: tuple[_Field, ...] = ()
+    table: str = "set"  # what the rule file calls it, for messages: a route's "set", a webhook's "body"
 
     def apply(self, payload: dict[str, Any], view: dict[str, Any]) -> dict[str, Any]:
         """Write each field into ``payload`` (in place) and return it."""
@@ -122,24 +123,24 @@ class Mapping:
                 try:
                     value = f.template.render(view)
                 except TemplateError as exc:
-                    raise MappingError(f"set.{f.key}: {exc}") from None
+                    raise MappingError(f"{self.table}.{f.key}: {exc}") from None
                 except (TypeError, ValueError, ArithmeticError, LookupError, MemoryError) as exc:
-                    raise MappingError(f"set.{f.key}: {type(exc).__name__}: {exc}") from None
+                    raise MappingError(f"{self.table}.{f.key}: {type(exc).__name__}: {exc}") from None
             if isinstance(value, Undefined) or value is None or value == "":
                 _remove_path(payload, f.path)
             else:
                 problem = _json_problem(value)
                 if problem:
-                    raise MappingError(f"set.{f.key}: the template's value {problem}")
+                    raise MappingError(f"{self.table}.{f.key}: the template's value {problem}")
                 try:
                     set_path(payload, f.path, value)
                 except ValueError as exc:
-                    raise MappingError(f"set.{f.key}: {exc}") from None
+                    raise MappingError(f"{self.table}.{f.key}: {exc}") from None
         return payload
 
 
 def compile_mapping(
-    table: dict[str, Any], check_read: Callable[[str, str | None], str] | None = None
+    table: dict[str, Any], check_read: Callable[[str, str | None], str] | None = None, name: str = "set"
 ) -> tuple[Mapping, list[tuple[str, str]]]:
     """Compile a ``set`` table. Returns the mapping and (key, problem) pairs.
 
@@ -168,7 +169,7 @@ def compile_mapping(
             fields.append(_Field(path, key, template, None))
         else:
             fields.append(_Field(path, key, None, value))
-    return Mapping(tuple(fields)), problems
+    return Mapping(tuple(fields), name), problems
 
 
 class Fields:

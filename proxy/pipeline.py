@@ -46,10 +46,14 @@ def route(rules: RuleSet, event: Event) -> tuple[list[Planned], list[Skip]]:
     for dest, r in sends:
         try:
             payload = dest.adapter.render(_with_ip_mode(event, dest.ip))
-            r.mapping.apply(payload, view)
         except RenderError as exc:
             planned.append(Planned(dest, r, None, f"not expressible for {dest.type}: {exc}"))
             continue
+        except MappingError as exc:  # the destination's own templates (a webhook's body)
+            planned.append(Planned(dest, r, None, f"destination {dest.name!r}: {exc}"))
+            continue
+        try:
+            r.mapping.apply(payload, view)
         except MappingError as exc:
             planned.append(Planned(dest, r, None, f"route {r.name!r}: {exc}"))
             continue

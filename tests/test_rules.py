@@ -279,6 +279,16 @@ def test_example_rules_enable_every_vendor_when_the_environment_is_set():
     assert not [w for w in rules.warnings if "never sends" in w]
 
 
+def test_a_webhook_body_template_that_fails_is_reported_as_the_destinations(tmp_path):
+    """A failing body template names the destination and 'body.KEY', not the route and 'set.KEY'."""
+    from proxy.pipeline import route
+
+    write(tmp_path, '[destinations.hook]\ntype = "webhook"\nurl = "http://127.0.0.1:9/x"\n'
+          'body = { t = "{{ params.a * params.b }}" }\n[[routes]]\nname = "all"\nto = ["hook"]\n')
+    (planned,), _ = route(load_rules(tmp_path, env={}), event(params={"a": "xx", "b": 10**9}))
+    assert planned.payload is None and planned.error.startswith("destination 'hook': body.t: ")
+
+
 def test_a_routes_set_on_a_file_destination_changes_only_that_payload(tmp_path):
     """`set` writes into one destination's payload, never into the event other routes and events see."""
     from proxy.pipeline import route

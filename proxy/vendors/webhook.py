@@ -72,7 +72,7 @@ class Webhook(Adapter):
             if not isinstance(body, dict):
                 problems.append(("body", "must be a table of field = \"template\""))
             else:
-                mapping, mproblems = compile_mapping(flatten(body), _BODY_FIELDS.check_read)
+                mapping, mproblems = compile_mapping(flatten(body), _BODY_FIELDS.check_read, "body")
                 problems.extend((f"body.{k}", m) for k, m in mproblems)
         for key in settings:
             if key not in ("url", "method", "headers", "batch", "body"):
