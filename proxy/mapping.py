@@ -161,14 +161,23 @@ def compile_mapping(
             except TemplateError as exc:
                 problems.append((key, f"template does not compile: {exc}"))
                 continue
+            ast = _ENV.parse(value)
+            if next(ast.find_all((nodes.Include, nodes.Import, nodes.FromImport, nodes.Extends)), None):
+                problems.append((key, "a template cannot include, import or extend another: each is on its own"))
+                continue
             if check_read is not None:
-                bad = sorted({p for name, attr in _reads(_ENV.parse(value)) if (p := check_read(name, attr))})
+                bad = sorted({p for field, attr in _reads(ast) if (p := check_read(field, attr))})
                 if bad:
                     problems.extend((key, f"template reads {p}") for p in bad)
                     continue
             fields.append(_Field(path, key, template, None))
         else:
             fields.append(_Field(path, key, None, value))
+    paths = {f.path: f.key for f in fields}
+    for f in fields:
+        outer = next((paths[f.path[:n]] for n in range(1, len(f.path)) if f.path[:n] in paths), None)
+        if outer is not None:
+            problems.append((f.key, f"{outer!r} is set too: a key cannot be both a value and a table of values"))
     return Mapping(tuple(fields), name), problems
 
 

@@ -158,3 +158,15 @@ def test_a_lone_constant_keeps_its_type():
         "i": 1,
         "t": "x1",
     }
+
+
+def test_include_and_import_are_refused_at_compile_time():
+    """Templates are loaded one by one, with no loader: '{% include %}' would fail on every event."""
+    _, problems = compile_mapping({"a": '{% include "other" %}', "b": '{% from "m" import f %}{{ f() }}'})
+    assert [key for key, _ in problems] == ["a", "b"] and all("cannot include, import or extend" in p for _, p in problems)
+
+
+def test_a_key_set_both_as_a_value_and_as_a_table_is_refused():
+    """'a' = "x" with 'a.b' = 1 would fail on every event ('a' is a plain value): refused at compile time."""
+    _, problems = compile_mapping({"a": "x", "a.b": 1})
+    assert problems == [("a.b", "'a' is set too: a key cannot be both a value and a table of values")]
