@@ -160,59 +160,48 @@ def test_misspelt_match_field_gets_a_suggestion(tmp_path):
     assert "did you mean 'event'?" in problems(tmp_path)[0]
 
 
-def test_a_set_template_reading_a_misspelt_field_is_refused_with_a_suggestion(tmp_path):
-    """'{{ parms.value }}' would be undefined for every event, so the key would never be set."""
-    write(tmp_path, FILE_DEST + '[[routes]]\nto = ["log"]\nset = { "x.value" = "{{ parms.value }}" }\n')
-    (found,) = problems(tmp_path)
-    assert "routes[0].set.x.value: template reads 'parms'" in found and "did you mean 'params'?" in found
+def route_with(tmp_path: Path, line: str) -> Path:
+    """A file destination and one route to it with ``line`` (its set or match table)."""
+    return write(tmp_path, FILE_DEST + f'[[routes]]\nto = ["log"]\n{line}\n')
 
 
-def test_a_set_template_reading_a_missing_field_of_a_fixed_table_is_refused(tmp_path):
-    """page has fixed fields: '{{ page.hots }}' is refused and 'page.host' suggested."""
-    write(tmp_path, FILE_DEST + '[[routes]]\nto = ["log"]\nset = { "x.host" = "{{ page[\'hots\'] | upper }}" }\n')
-    (found,) = problems(tmp_path)
-    assert "template reads page.hots" in found and "did you mean 'page.host'?" in found
+@pytest.mark.parametrize(
+    ("line", "where", "hint"),
+    [
+        # '{{ parms.value }}' would be undefined for every event: the key would never be set.
+        ('set = { "x.value" = "{{ parms.value }}" }', "set.x.value: template reads 'parms'", "'params'"),
+        # page has fixed fields, read by attribute or by key.
+        ('set = { "x.host" = "{{ page[\'hots\'] | upper }}" }', "template reads page.hots", "'page.host'"),
+        # context's fields are fixed too, in templates and in match keys.
+        ('set = { v = "{{ context.user_agnet }}" }', "template reads context.user_agnet", "'context.user_agent'"),
+        ('match = { "context.ipp" = "1.2.3.4" }', "match.context.ipp", "'context.ip'"),
+        # The hint ignores case.
+        ('set = { h = "{{ PAGE.host }}" }', "template reads 'PAGE'", "'page'"),
+    ],
+    ids=["misspelt-table", "page-field", "context-field-template", "context-field-match", "wrong-case"],
+)
+def test_a_field_events_do_not_have_is_refused_with_a_suggestion(tmp_path, line, where, hint):
+    """A template or match key naming a field events lack is a load error, with did-you-mean."""
+    (found,) = problems(route_with(tmp_path, line))
+    assert where in found and f"did you mean {hint}?" in found
 
 
-def test_set_templates_may_read_free_form_tables_globals_and_their_own_variables(tmp_path):
-    """params and context are free-form; range is Jinja's; a loop variable is the template's own."""
-    write(tmp_path, FILE_DEST + '[[routes]]\nto = ["log"]\nset = { a = "{{ params.anything }}-{{ context.ids.x }}",'
-          ' b = "{% for h in user.has %}{{ h }}{% endfor %}{{ range(2) | list | length }}", c = "{{ name.upper() }}" }\n')
-    assert load_rules(tmp_path, env={}).routes
-
-
-def test_a_set_template_may_rebind_a_field_name_in_a_loop(tmp_path):
-    """'{% for page in params['items'] %}{{ page.price }}' reads the loop's page, not the event's."""
-    write(tmp_path, FILE_DEST + '[[routes]]\nto = ["log"]\nset = { x = "{{ page.url }}{% for page in params[\'items\'] %}'
-          '{{ page.price }}{% endfor %}" }\n')
-    assert load_rules(tmp_path, env={}).routes
-
-
-def test_a_misspelt_context_field_is_refused_in_a_match_key(tmp_path):
-    """context's fields are fixed: 'context.ipp' is refused and 'context.ip' suggested."""
-    write(tmp_path, FILE_DEST + '[[routes]]\nto = ["log"]\nmatch = { "context.ipp" = "1.2.3.4" }\n')
-    (found,) = problems(tmp_path)
-    assert "match.context.ipp" in found and "did you mean 'context.ip'?" in found
-
-
-def test_a_set_template_reading_a_misspelt_context_field_is_refused(tmp_path):
-    """'{{ context.user_agnet }}' would never yield a value: refused, 'context.user_agent' suggested."""
-    write(tmp_path, FILE_DEST + '[[routes]]\nto = ["log"]\nset = { v = "{{ context.user_agnet }}" }\n')
-    (found,) = problems(tmp_path)
-    assert "template reads context.user_agnet" in found and "did you mean 'context.user_agent'?" in found
-
-
-def test_context_tables_take_any_key_in_matches_and_templates(tmp_path):
-    """Below context's fields the keys vary (IDs, purposes): context.ids.visitor_id and context.consent.ads load."""
-    write(tmp_path, FILE_DEST + '[[routes]]\nto = ["log"]\nmatch = { "context.ids.visitor_id" = { exists = true } }\n'
-          'set = { v = "{{ context.consent.ads }}" }\n')
-    assert load_rules(tmp_path, env={}).routes
-
-
-def test_a_field_in_the_wrong_case_gets_a_suggestion(tmp_path):
-    """'{{ PAGE.host }}' is answered with: did you mean 'page'?"""
-    write(tmp_path, FILE_DEST + '[[routes]]\nto = ["log"]\nset = { h = "{{ PAGE.host }}" }\n')
-    assert "did you mean 'page'?" in problems(tmp_path)[0]
+@pytest.mark.parametrize(
+    "line",
+    [
+        # params is free-form; range is Jinja's; a loop variable and a str method are the template's own.
+        'set = { a = "{{ params.anything }}", b = "{% for h in user.has %}{{ h }}{% endfor %}{{ range(2) | list | length }}",'
+        ' c = "{{ name.upper() }}" }',
+        # A loop may rebind a field's name: page.price is the loop's page.
+        'set = { x = "{{ page.url }}{% for page in params[\'items\'] %}{{ page.price }}{% endfor %}" }',
+        # Below context's fields the keys vary (IDs, purposes).
+        'match = { "context.ids.visitor_id" = { exists = true } }\nset = { v = "{{ context.consent.ads }}-{{ context.ids.x }}" }',
+    ],
+    ids=["free-form-and-globals", "rebound-name", "context-tables"],
+)
+def test_templates_and_match_keys_that_read_real_fields_load(tmp_path, line):
+    """No false alarms: what works at render time loads."""
+    assert load_rules(route_with(tmp_path, line), env={}).routes
 
 
 def test_duplicate_destination_names_the_first_file(tmp_path):
