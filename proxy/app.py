@@ -488,7 +488,9 @@ async def _accept(
     ctx.language = hit.language or request.headers.get("Accept-Language", "").split(",")[0].strip()[:_MAX_LANGUAGE]
     consent = resolve_consent(signals, ctx.geo.country if ctx.geo else None, request.app[CONSENT_POLICY])
     ctx.consent, ctx.consent_state = consent.as_dict(), consent
-    cookies = enricher.identify(ctx, request.cookies, request.host, storage=consent.storage)
+    cookies = enricher.identify(
+        ctx, request.cookies, request.host, ads=consent.granted("ads"), analytics=consent.granted("analytics")
+    )
     if ids:
         ctx.ids.update(ids)
     events = _events(hit, ctx, user_id)

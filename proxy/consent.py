@@ -12,13 +12,14 @@ page's ``gtag('consent', ...)`` maps one to one:
 - ``ad_personalization`` (``ad_personalization``): remarketing and
   personalised ads.
 
-``storage`` is derived, not signalled: tagrelay may set or read its own
-identifier cookies (visitor ID, ``_fbp``, ``_ga``, click-ID cookie) when
-``ads`` or ``analytics`` is granted, because every identifier it keeps serves
-one of those two, and with both denied nothing it would store has a use. Without
-storage, tagrelay sets no cookies and a vendor gets only what it accepts without
-identifiers (for GA4, the Measurement Protocol ``consent`` fields via
-:meth:`Consent.google_fields`).
+``storage`` is derived, not signalled: tagrelay may set or read identifier
+cookies when ``ads`` or ``analytics`` is granted, each only with its own
+purpose's (``_fbp``, ``_fbc`` and the click-ID cookie with ads; ``_ga`` and
+the session with analytics; the visitor ID with either: see
+:func:`proxy.enrich.ids.resolve_ids`); with both denied nothing it would
+store has a use. Without storage, tagrelay sets no cookies and a vendor gets
+only what it accepts without identifiers (for GA4, the Measurement Protocol
+``consent`` fields via :meth:`Consent.google_fields`).
 
 Signals and precedence
 ----------------------

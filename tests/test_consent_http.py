@@ -126,6 +126,24 @@ async def test_without_storage_consent_no_cookies_are_set(shop):
     assert not resp.cookies
 
 
+@pytest.mark.parametrize(
+    ("consent", "cookies"),
+    [
+        # Meta's _fbp/_fbc and the click-ID cookie serve ads only; _ga and the session, analytics only.
+        ({"analytics": True, "ads": False}, {"trid", "_ga", "trs"}),
+        ({"analytics": False, "ads": True}, {"trid", "_fbp", "_fbc", "trc"}),
+        ({"analytics": True, "ads": True}, {"trid", "_ga", "trs", "_fbp", "_fbc", "trc"}),
+    ],
+    ids=["analytics-only", "ads-only", "both"],
+)
+async def test_each_cookie_is_set_only_with_the_consent_of_its_purpose(shop, consent, cookies):
+    """A visitor who denies ads gets no Meta or click-ID cookie; one who denies analytics, no _ga or session."""
+    send, _, _ = shop
+    clicks = {"fbclid": "IwAR2xYz_aBc", "gclid": "Cj0KCQ-test"}
+    resp = await send(SE, hit("se-6", consent=consent, click_ids=clicks))
+    assert set(resp.cookies) == cookies
+
+
 async def test_with_consent_cookies_are_set(shop):
     """Granted analytics: the visitor cookie is set."""
     send, _, _ = shop

@@ -15,7 +15,6 @@ cookies may be used.
 from __future__ import annotations
 
 import logging
-import secrets
 from collections import OrderedDict
 import time
 from typing import Mapping
@@ -25,7 +24,7 @@ from ..settings import Settings
 from .bots import ASNReader, bot_score
 from .client_ip import client_ip
 from .geo import GeoReader
-from .ids import CookieSpec, resolve_ids
+from .ids import CookieSpec, one_off_ga_client_id, resolve_ids
 from .useragent import UserAgentParser
 
 __all__ = ["Enricher", "CookieSpec"]
@@ -99,17 +98,20 @@ class Enricher:
         cookies: Mapping[str, str],
         host: str,
         *,
-        storage: bool,
+        ads: bool,
+        analytics: bool,
         now: float | None = None,
     ) -> list[CookieSpec]:
         """Fill ``ctx.ids`` and return the cookies to set.
 
-        Without storage consent no cookie is read or set: the event gets only
-        a one-off GA client ID (GA4 requires one), which identifies nobody.
+        Each cookie is read and set only with the consent of the purpose it
+        serves (:func:`resolve_ids`). With neither ads nor analytics, no
+        cookie at all: the event gets only a one-off GA client ID (GA4
+        requires one), which identifies nobody.
         """
         now = time.time() if now is None else now
-        if not storage:
-            ctx.ids = {"ga_client_id": f"{secrets.randbelow(2**31)}.{int(now)}"}
+        if not (ads or analytics):
+            ctx.ids = {"ga_client_id": one_off_ga_client_id(now)}
             return []
         s = self.settings
         first_visit = s.visitor_cookie not in cookies
@@ -126,6 +128,8 @@ class Enricher:
             now,
             configured_domain=s.cookie_domain,
             visitor_cookie=s.visitor_cookie,
+            ads=ads,
+            analytics=analytics,
         )
         if first_visit and not fresh:
             self._first_visits.pop(key, None)

@@ -26,7 +26,7 @@ import json
 import logging
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from publicsuffixlist import PublicSuffixList
@@ -342,8 +342,15 @@ def resolve_ids(
     *,
     configured_domain: str = "",
     visitor_cookie: str = "trid",
+    ads: bool = True,
+    analytics: bool = True,
 ) -> tuple[dict[str, str], list[CookieSpec]]:
     """The first-party IDs for this hit and the cookies that keep them.
+
+    Each cookie serves a purpose and is read and set only with its consent:
+    ``ads`` for Meta's ``_fbp``/``_fbc``, the click-ID cookie and vendor
+    browser IDs; ``analytics`` for ``_ga`` and the session; the visitor ID
+    for either. Without ``analytics`` the GA client ID is a one-off.
 
     Reads the browser's cookies, keeps the valid ones, mints what is missing
     or invalid, and replaces ``_fbc`` when the hit carries an fbclid that
@@ -356,7 +363,6 @@ def resolve_ids(
     (all of them, every hit, so their lifetimes extend).
     """
     domain = cookie_domain(host, configured_domain)
-    now_s = int(now)
     now_ms = int(now * 1000)
     ids: dict[str, str] = {}
     out: list[CookieSpec] = []
@@ -373,6 +379,29 @@ def resolve_ids(
         CookieSpec(visitor_cookie, visitor, domain, ID_COOKIE_MAX_AGE_SECS, True)
     )
 
+    if ads:
+        _ad_ids(cookie, click_ids, domain, now_ms, ids, out)
+    if analytics:
+        _analytics_ids(cookie, domain, now, ids, out)
+    else:
+        ids["ga_client_id"] = one_off_ga_client_id(now)
+    return ids, out
+
+
+def one_off_ga_client_id(now: float) -> str:
+    """A GA client ID for one event, kept nowhere: it identifies nobody (GA4 requires one)."""
+    return f"{secrets.randbelow(2**31)}.{int(now)}"
+
+
+def _ad_ids(
+    cookie: Callable[[str], str | None],
+    click_ids: Mapping[str, str],
+    domain: str | None,
+    now_ms: int,
+    ids: dict[str, str],
+    out: list[CookieSpec],
+) -> None:
+    """Meta's browser and click IDs, the other click IDs and vendor browser IDs (ads consent)."""
     fbp = cookie("_fbp")
     if fbp is None or not is_valid_fb_cookie(fbp):
         fbp = mint_fbp(domain, now_ms)
@@ -394,16 +423,6 @@ def resolve_ids(
         ids["fbc"] = fbc
         out.append(CookieSpec("_fbc", fbc, domain, FB_COOKIE_MAX_AGE_SECS, False))
 
-    ga = cookie("_ga")
-    client_id = ga_client_id(ga) if ga else None
-    fresh_client = client_id is None
-    if ga is None or client_id is None:
-        ga = mint_ga(now)
-        client_id = ga_client_id(ga)
-        assert client_id is not None  # mint_ga's format is what ga_client_id reads
-    ids["ga_client_id"] = client_id
-    out.append(CookieSpec("_ga", ga, domain, ID_COOKIE_MAX_AGE_SECS, False))
-
     clicks = _read_clicks(cookie(CLICK_COOKIE))
     for name, value in click_ids.items():
         if name != "fbclid" and name in CLICK_COOKIE_NAMES and _CLICK_RE.fullmatch(value):
@@ -415,6 +434,22 @@ def resolve_ids(
         browser_id = cookie(cookie_name)
         if browser_id and len(browser_id) <= 256 and _FBCLID_RE.fullmatch(browser_id):
             ids[key] = browser_id
+
+
+def _analytics_ids(
+    cookie: Callable[[str], str | None], domain: str | None, now: float, ids: dict[str, str], out: list[CookieSpec]
+) -> None:
+    """GA's client ID and session, kept in _ga and the session cookie (analytics consent)."""
+    now_s = int(now)
+    ga = cookie("_ga")
+    client_id = ga_client_id(ga) if ga else None
+    fresh_client = client_id is None
+    if ga is None or client_id is None:
+        ga = mint_ga(now)
+        client_id = ga_client_id(ga)
+        assert client_id is not None  # mint_ga's format is what ga_client_id reads
+    ids["ga_client_id"] = client_id
+    out.append(CookieSpec("_ga", ga, domain, ID_COOKIE_MAX_AGE_SECS, False))
 
     start, number = _session(cookie(SESSION_COOKIE), now_s, fresh_client)
     ids["ga_session_id"] = str(start)
@@ -428,4 +463,3 @@ def resolve_ids(
             True,
         )
     )
-    return ids, out
