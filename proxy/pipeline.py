@@ -105,9 +105,12 @@ def plan_rows(rules: RuleSet, events: list[Event], now: float) -> tuple[list[Que
         # One entry per route for all its destinations (the ledger is the bulk
         # of each hit's writes); trace shows it as one line per destination.
         ledger.extend(LedgerRow(event.id, now, ",".join(dests), "queued", f"route {name!r}") for name, dests in queued.items())
+        # One entry per reason for all its destinations, as for "queued".
+        skipped: dict[str, list[str]] = {}
         for skip in skips:
             log.debug("event %s skipped for %s: %s", event.id, skip.destination, skip.reason)
-            ledger.append(LedgerRow(event.id, now, skip.destination, "skipped", skip.reason))
+            skipped.setdefault(skip.reason, []).append(skip.destination)
+        ledger.extend(LedgerRow(event.id, now, ",".join(dests), "skipped", why) for why, dests in skipped.items())
         if not planned and not skips:
             ledger.append(LedgerRow(event.id, now, "", "unrouted", "no route matches"))
     return rows, ledger

@@ -103,13 +103,18 @@ class RuleSet:
         """Which destinations get this event through which route, and which do not, and why."""
         view = event_view(event) if view is None else view
         chosen: dict[str, Route] = {}
+        unmatched: dict[str, None] = {}  # destinations of routes that do not match, in order
         for route in self.routes:
             if not route.matches(view):
+                unmatched.update(dict.fromkeys(route.to))
                 continue
             for name in route.to:
                 chosen.setdefault(name, route)
         sends: list[tuple[Destination, Route]] = []
-        skips: list[Skip] = []
+        # When some route matched, say which destinations none did (a bot's
+        # purchase reaches the log, not Meta); an event no route matches at
+        # all is one "unrouted" entry instead (pipeline.plan_rows).
+        skips = [Skip(name, "no route to it matches this event") for name in unmatched if name not in chosen] if chosen else []
         for name, route in chosen.items():
             if name in self.disabled:
                 skips.append(Skip(name, "disabled"))

@@ -278,6 +278,33 @@ def test_a_webhook_body_template_that_fails_is_reported_as_the_destinations(tmp_
     assert planned.payload is None and planned.error.startswith("destination 'hook': body.t: ")
 
 
+TWO_FILES = FILE_DEST + '[destinations.ads]\ntype = "file"\npath = "{tmp}/ads.jsonl"\n'
+
+
+def test_a_destination_no_matching_route_sends_to_is_skipped_with_the_reason(tmp_path):
+    """A page_view matches the route to the log, not the purchases' route to ads: ads is skipped, and why."""
+    write(tmp_path, TWO_FILES + '[[routes]]\nto = ["log"]\n[[routes]]\nto = ["ads"]\nmatch = { event = "purchase" }\n')
+    sends, skips = load_rules(tmp_path, env={}).plan(event("page_view"))
+    assert [d.name for d, _ in sends] == ["log"]
+    assert [(s.destination, s.reason) for s in skips] == [("ads", "no route to it matches this event")]
+
+
+def test_an_event_no_route_matches_has_no_skips(tmp_path):
+    """Nothing matched at all: no skip per destination (the ledger says 'unrouted' once)."""
+    write(tmp_path, TWO_FILES + '[[routes]]\nto = ["log", "ads"]\nmatch = { event = "signup" }\n')
+    assert load_rules(tmp_path, env={}).plan(event("purchase")) == ([], [])
+
+
+def test_destinations_skipped_for_the_same_reason_share_one_ledger_entry(tmp_path):
+    """Two destinations no route matches: one 'skipped' entry naming both (trace shows one line each)."""
+    from proxy.pipeline import plan_rows
+
+    write(tmp_path, TWO_FILES + '[destinations.more]\ntype = "file"\npath = "{tmp}/more.jsonl"\n'
+          '[[routes]]\nto = ["log"]\n[[routes]]\nto = ["ads", "more"]\nmatch = { event = "purchase" }\n')
+    _, ledger = plan_rows(load_rules(tmp_path, env={}), [event("page_view")], 0.0)
+    assert [(r.destination, r.detail) for r in ledger if r.what == "skipped"] == [("ads,more", "no route to it matches this event")]
+
+
 def test_a_routes_set_on_a_file_destination_changes_only_that_payload(tmp_path):
     """`set` writes into one destination's payload, never into the event other routes and events see."""
     from proxy.pipeline import route
