@@ -419,12 +419,12 @@ async def _body(request: web.Request) -> bytes:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
         limit = request.app[SETTINGS].max_body_bytes
-        raise HitError(f"body: over the limit of {limit} bytes", 413, body_unread=True) from None
+        raise HitError(f"body: over the limit of {limit} bytes", 413, body_unread=_decoded(request)) from None
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # undecodable Content-Encoding, a client gone mid-body, ...
         why = f"body: cannot be read ({type(exc).__name__}); send it plain or with valid gzip"
-        raise HitError(why, body_unread=True) from None
+        raise HitError(why, body_unread=_decoded(request) and not isinstance(exc, ConnectionError)) from None
     encoding = request.headers.get("Content-Encoding")
     if not body and encoding and request.content_length:
         # A gzip stream cut short decodes to nothing, without an error.
@@ -440,6 +440,11 @@ async def _body(request: web.Request) -> bytes:
     return body
 
 
+def _decoded(request: web.Request) -> bool:
+    """Whether aiohttp decodes this body (a Content-Encoding): reading the rest of it costs CPU."""
+    return request.headers.get("Content-Encoding", "").strip().lower() not in ("", "identity")
+
+
 async def _refused(request: web.Request, exc: HitError) -> web.Response:
     log.debug("hit refused: %s", exc)
     metrics = request.app[METRICS]
@@ -447,14 +452,19 @@ async def _refused(request: web.Request, exc: HitError) -> web.Response:
     metrics.events_rejected.labels("too_large" if exc.status == 413 else "invalid").inc(exc.events)
     response = _error(exc.status, str(exc))
     if exc.body_unread:
-        # Left alone, aiohttp reads the rest of the body after the answer to
-        # keep the connection: a 1 MB gzip bomb is then inflated to 1 GB on
-        # the event loop, seconds of every client's time; and a body it could
-        # not decode fails again there, logged at ERROR with a traceback.
-        # Answer, then close.
+        # Left alone, aiohttp reads the rest of a refused body after the
+        # answer, so that a client still sending gets it before the close.
+        # For a plain body that is cheap; an encoded one is decoded as it is
+        # read: a 1 MB gzip bomb is inflated to 1 GB on the event loop,
+        # seconds of every client's time, and a body it cannot decode fails
+        # again there, logged at ERROR. So answer, then close; a client still
+        # sending such a body may see a reset instead of the answer.
         response.force_close()
-        await response.prepare(request)
-        await response.write_eof()
+        try:
+            await response.prepare(request)
+            await response.write_eof()
+        except ConnectionError:  # the client has gone: no one to answer
+            pass
         request.protocol.force_close()
     return response
 

@@ -212,6 +212,12 @@ async def test_a_gzip_bomb_is_answered_413_and_the_connection_closed(client):
     assert (resp.status, resp.headers.get("Connection")) == (413, "close")
 
 
+async def test_a_plain_body_over_the_limit_keeps_the_connection_so_a_slow_sender_gets_the_413(client):
+    """Reading the rest of a plain body is cheap: aiohttp may drain it, so a client still sending reads the 413."""
+    resp = await client.post("/e", data=b" " * 100_000)
+    assert (resp.status, resp.headers.get("Connection")) == (413, None)
+
+
 async def test_outbox_depth_is_0_for_a_destination_with_nothing_waiting(client):
     """An empty outbox still shows each destination's depth and age series, at 0."""
     for _ in range(100):  # housekeeping's first pass runs as the service starts

@@ -35,6 +35,7 @@ import os
 import signal
 import sqlite3
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -702,6 +703,26 @@ async def test_sighup_during_the_stop_changes_nothing(aiohttp_server, tmp_path, 
     code, leased, svc = await _stop_mid_delivery(aiohttp_server, tmp_path, workers, term_then_hups)
     assert code == 0, svc.log()
     assert leased == []
+
+
+@pytest.mark.parametrize("encoding", [b"", b"Content-Encoding: gzip\r\n"], ids=["plain", "gzip"])
+def test_a_client_gone_mid_body_logs_no_error(tmp_path, encoding):
+    """Headers promise 10,000 bytes, 100 come, the client closes (a beacon cut off as a page unloads): no ERROR."""
+    import socket
+
+    svc = service(tmp_path, f'[destinations.log]\ntype = "file"\npath = "{tmp_path}/e.jsonl"\n[[routes]]\nto = ["log"]\n')
+    svc.start()
+    try:
+        for _ in range(5):
+            with socket.create_connection(("127.0.0.1", svc.port)) as sock:
+                sock.sendall(b"POST /e HTTP/1.1\r\nHost: x\r\n" + encoding + b"Content-Length: 10000\r\n\r\n" + b"{" * 100)
+        time.sleep(0.5)  # the handlers see the reads fail and answer no one
+        request = urllib.request.Request(svc.url + "/e", data=orjson.dumps(browser_hit("after")), headers={"User-Agent": BROWSER_UA})
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            assert resp.status == 204
+    finally:
+        svc.stop()
+    assert " ERROR " not in svc.log() and "Traceback" not in svc.log(), svc.log()
 
 
 @pytest.mark.parametrize("workers", [1, 2])
