@@ -501,7 +501,8 @@ async def _accept(
     cookies = enricher.identify(
         ctx, request.cookies, request.host, ads=consent.granted("ads"), analytics=consent.granted("analytics")
     )
-    if ids:
+    if ids and consent.granted("analytics"):
+        # gtag's client and session IDs live in its _ga cookies: analytics storage.
         ctx.ids.update(ids)
     events = _events(hit, ctx, user_id)
     metrics = request.app[METRICS]

@@ -23,7 +23,8 @@ async def client(aiohttp_client, tmp_path):
     (rules / "10.toml").write_text(
         f'[destinations.log]\ntype = "file"\npath = "{tmp_path}/events.jsonl"\n[[routes]]\nto = ["log"]\n'
     )
-    settings = Settings(rules_dir=rules, data_dir=tmp_path)
+    # Granted: these tests are about the protocol; gtag's IDs need analytics consent (test_consent_http).
+    settings = Settings(rules_dir=rules, data_dir=tmp_path, consent_default="*:granted")
     return await aiohttp_client(make_app(settings, load_rules(rules, env={})))
 
 

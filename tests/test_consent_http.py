@@ -144,6 +144,15 @@ async def test_each_cookie_is_set_only_with_the_consent_of_its_purpose(shop, con
     assert set(resp.cookies) == cookies
 
 
+async def test_gtags_client_and_session_ids_are_not_used_without_analytics_consent(shop, tmp_path):
+    """gcs=G110 (ads granted, analytics denied): the event reaching ads has a one-off client ID, not gtag's, and no session."""
+    send, reached, _ = shop
+    await send(SE, None, path="/g/collect?v=2&tid=G-X1&cid=555.666&sid=1796420000&sct=9&en=purchase&gcs=G110")
+    (event,) = [orjson.loads(line) for line in (tmp_path / "ads.jsonl").read_bytes().splitlines()]
+    ids = event["context"]["ids"]
+    assert reached() == {"ads"} and ids["ga_client_id"] != "555.666" and "ga_session_id" not in ids
+
+
 async def test_with_consent_cookies_are_set(shop):
     """Granted analytics: the visitor cookie is set."""
     send, _, _ = shop
