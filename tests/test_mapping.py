@@ -170,3 +170,21 @@ def test_a_key_set_both_as_a_value_and_as_a_table_is_refused():
     """'a' = "x" with 'a.b' = 1 would fail on every event ('a' is a plain value): refused at compile time."""
     _, problems = compile_mapping({"a": "x", "a.b": 1})
     assert problems == [("a.b", "'a' is set too: a key cannot be both a value and a table of values")]
+
+
+def test_a_list_repeat_is_capped_by_its_size_not_its_length():
+    """30 strings of 2,000 characters times 3,333: under 100,000 items, but 200 MB of data: refused."""
+    with pytest.raises(MappingError, match="at most 100,000"):
+        render({"t": "{{ params.a * params.b }}"}, {"a": ["y" * 2000] * 30, "b": 3333})
+
+
+def test_a_template_recursing_on_a_visitor_value_fails_that_event_only():
+    """A macro recursing params.depth times raises RecursionError: a MappingError, not an error of the hit."""
+    table = {"x": "{% macro m(n) %}{% if n > 0 %}{{ m(n - 1) }}{% else %}done{% endif %}{% endmacro %}{{ m(params.depth) }}"}
+    with pytest.raises(MappingError, match="RecursionError"):
+        render(table, {"depth": 100_000})
+
+
+def test_a_missing_key_read_by_subscript_is_nothing_not_a_dict_method():
+    """params['items'] without items removes the key, as params.items does; it is never dict.items."""
+    assert render({"it": "{{ params['items'] }}", "k": "{{ params['keys'] }}"}, {"value": 1}) == {}
