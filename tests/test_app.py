@@ -326,6 +326,23 @@ async def test_racing_first_hits_of_one_browser_get_one_visitor_id(client, tmp_p
         assert first.cookies[name].value == second.cookies[name].value, name
 
 
+async def test_a_first_visit_shares_no_click_id_with_another_cookie_less_browser(client):
+    """B, cookie-less from the same address and browser build just after A's ad click, gets neither A's _fbc nor its trc."""
+    clicked = {**HIT, "click_ids": {"fbclid": "IwAR2xYz_aBc", "gclid": "Cj0KCQ-test"}}
+    a = await client.post("/e", data=orjson.dumps(clicked))
+    client.session.cookie_jar.clear()
+    b = await client.post("/e", data=orjson.dumps(HIT))
+    assert {"_fbc", "trc"} <= set(a.cookies) and not {"_fbc", "trc"} & set(b.cookies)
+
+
+async def test_first_visits_to_two_sites_share_nothing(client):
+    """Racing single flight is per site: a cookie-less hit to another host gets its own visitor ID."""
+    first = await client.post("/e", data=orjson.dumps(HIT), headers={"Host": "shop.example"})
+    client.session.cookie_jar.clear()
+    other = await client.post("/e", data=orjson.dumps(HIT), headers={"Host": "other.example"})
+    assert first.cookies["trid"].value != other.cookies["trid"].value
+
+
 async def test_reloaded_rules_add_a_destination_without_a_restart(client, tmp_path):
     """After a reload that adds a destination, new events reach it; the old one keeps working."""
     from proxy.app import reload_rules

@@ -24,7 +24,7 @@ from ..settings import Settings
 from .bots import ASNReader, bot_score
 from .client_ip import client_ip
 from .geo import GeoReader
-from .ids import CookieSpec, one_off_ga_client_id, resolve_ids
+from .ids import CLICK_COOKIE, CookieSpec, one_off_ga_client_id, resolve_ids
 from .useragent import UserAgentParser
 
 __all__ = ["Enricher", "CookieSpec"]
@@ -33,6 +33,7 @@ log = logging.getLogger("proxy.enrich")
 
 _FIRST_VISIT_SECS = 10.0
 _FIRST_VISIT_MAX = 50_000
+_NOT_SHARED = frozenset({"_fbc", CLICK_COOKIE})
 
 
 class Enricher:
@@ -45,13 +46,15 @@ class Enricher:
         self.asn = ASNReader(settings.asn_db) if settings.asn_db else None
         self._warned_untrusted = False
         # Single flight for first visits: the cookie values minted for a
-        # browser without cookies, by (ip, user agent, language), for a few
-        # seconds, so that hits racing before the first answer set the cookies
-        # get the same IDs rather than one visitor each.
+        # browser without cookies, by (host, ip, user agent, language), for a
+        # few seconds, so that hits racing before the first answer set the
+        # cookies get the same IDs rather than one visitor each. Click IDs are
+        # not shared: they belong to the hit that carried them, and two people
+        # behind one address with one browser build would otherwise swap them.
         # TODO(single flight across workers): with --workers N two racing
         # connections may reach different processes; a shared store (the
         # outbox database) would close that gap.
-        self._first_visits: OrderedDict[tuple[str, str, str], tuple[float, dict[str, str]]] = OrderedDict()
+        self._first_visits: OrderedDict[tuple[str, str, str, str], tuple[float, dict[str, str]]] = OrderedDict()
 
     def close(self) -> None:
         if self.geo is not None:
@@ -115,7 +118,7 @@ class Enricher:
             return []
         s = self.settings
         first_visit = s.visitor_cookie not in cookies
-        key = (ctx.ip, ctx.user_agent, ctx.language)
+        key = (host, ctx.ip, ctx.user_agent, ctx.language)
         seen = self._first_visits.get(key) if first_visit else None
         fresh = seen is not None and seen[0] > now
         if fresh:
@@ -133,7 +136,8 @@ class Enricher:
         )
         if first_visit and not fresh:
             self._first_visits.pop(key, None)
-            self._first_visits[key] = (now + _FIRST_VISIT_SECS, {c.name: c.value for c in out})
+            shared = {c.name: c.value for c in out if c.name not in _NOT_SHARED}
+            self._first_visits[key] = (now + _FIRST_VISIT_SECS, shared)
             # Entries go in time order: drop the expired ones at the front.
             while self._first_visits and (
                 len(self._first_visits) > _FIRST_VISIT_MAX or next(iter(self._first_visits.values()))[0] <= now
