@@ -22,7 +22,7 @@ from jinja2.nativetypes import NativeCodeGenerator
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-__all__ = ["Fields", "Mapping", "MappingError", "compile_mapping", "did_you_mean", "flatten", "set_path"]
+__all__ = ["Fields", "Mapping", "MappingError", "compile_mapping", "did_you_mean", "set_path"]
 
 
 class MappingError(ValueError):
@@ -155,7 +155,7 @@ class Mapping:
 def compile_mapping(
     table: dict[str, Any], check_read: Callable[[str, str | None], str] | None = None, name: str = "set"
 ) -> tuple[Mapping, list[tuple[str, str]]]:
-    """Compile a ``set`` table. Returns the mapping and (key, problem) pairs.
+    """Compile a ``set`` table (nested tables or dotted keys). Returns the mapping and (key, problem) pairs.
 
     ``check_read(name, attribute)`` says what is wrong with a field a template
     reads (``"" ``: nothing), so that a typo such as ``{{ parms.value }}``,
@@ -163,7 +163,12 @@ def compile_mapping(
     """
     fields: list[_Field] = []
     problems: list[tuple[str, str]] = []
-    for key, value in table.items():
+    flat: dict[str, Any] = {}
+    for key, value in _leaves(table):
+        if key in flat:
+            problems.append((key, "set twice (as a dotted key and inside a table): keep one"))
+        flat[key] = value
+    for key, value in flat.items():
         path = tuple(key.split("."))
         if not all(path):
             problems.append((key, "empty segment in path"))
@@ -273,16 +278,13 @@ def _json_problem(value: Any, depth: int = 0) -> str:
     return f"is a {type(value).__name__}, which JSON cannot hold"
 
 
-def flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{a = {b = 1}}`` and ``{"a.b" = 1}`` name the same path."""
-    out: dict[str, Any] = {}
+def _leaves(table: dict[str, Any], prefix: str = "") -> Iterable[tuple[str, Any]]:
+    """Each value with its dotted path: ``{a = {b = 1}}`` and ``{"a.b" = 1}`` name the same one."""
     for k, v in table.items():
-        key = f"{prefix}{k}"
         if isinstance(v, dict):
-            out.update(flatten(v, key + "."))
+            yield from _leaves(v, f"{prefix}{k}.")
         else:
-            out[key] = v
-    return out
+            yield f"{prefix}{k}", v
 
 
 def set_path(target: dict[str, Any], path: tuple[str, ...], value: Any) -> None:

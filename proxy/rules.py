@@ -32,7 +32,7 @@ from typing import Any, Callable, Mapping as TMapping
 import re2  # type: ignore[import-untyped]  # google-re2 ships no type hints
 
 from .consent import PURPOSES, gate
-from .mapping import Fields, Mapping, compile_mapping, did_you_mean, flatten
+from .mapping import Fields, Mapping, compile_mapping, did_you_mean
 from .model import Event, event_view, sample_event
 from .vendors import ADAPTERS
 from .vendors.base import Adapter, ConfigError
@@ -42,7 +42,7 @@ __all__ = ["Destination", "Route", "RuleSet", "RulesError", "load_rules", "Skip"
 log = logging.getLogger("proxy.rules")
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}\Z")  # \Z: '$' would admit a trailing newline
 _PURPOSES = PURPOSES
 # What match keys and `set` templates may name, read off event_view itself.
 _VIEW = Fields(event_view(sample_event()), free=("params",), nested=("context",))
@@ -198,7 +198,7 @@ def load_rules(directory: Path, env: TMapping[str, str] | None = None) -> RuleSe
     for label, name, body in raw_dests:
         where = f"{label}: destinations.{name}"
         if not _NAME.match(name):
-            problems.append(f"{where}: name must be lowercase letters, digits and _ (starting with a letter)")
+            problems.append(f"{label}: destinations.{name!r}: name must be lowercase letters, digits and _ (starting with a letter)")
             continue
         if name in declared:
             problems.append(f"{where}: destination {name!r} is already declared in {declared[name]}; pick another name")
@@ -384,7 +384,7 @@ def _route(
     if not isinstance(table, dict):
         errs.append("set: must be a table of \"payload.path\" = value")
         table = {}
-    mapping, mproblems = compile_mapping(flatten(table), _VIEW.check_read)
+    mapping, mproblems = compile_mapping(table, _VIEW.check_read)
     errs.extend(f"set.{k}: {m}" for k, m in mproblems)
     if errs:
         return None, errs

@@ -188,3 +188,9 @@ def test_a_template_recursing_on_a_visitor_value_fails_that_event_only():
 def test_a_missing_key_read_by_subscript_is_nothing_not_a_dict_method():
     """params['items'] without items removes the key, as params.items does; it is never dict.items."""
     assert render({"it": "{{ params['items'] }}", "k": "{{ params['keys'] }}"}, {"value": 1}) == {}
+
+
+def test_a_path_set_both_in_a_table_and_as_a_dotted_key_is_refused():
+    """{a = {b = "x"}} and "a.b" = "y" name one field twice; one would silently win."""
+    _, problems = compile_mapping({"a": {"b": "x"}, "a.b": "y"})
+    assert problems == [("a.b", "set twice (as a dotted key and inside a table): keep one")]

@@ -204,6 +204,12 @@ def test_templates_and_match_keys_that_read_real_fields_load(tmp_path, line):
     assert load_rules(route_with(tmp_path, line), env={}).routes
 
 
+def test_a_destination_name_ending_in_a_newline_is_refused(tmp_path):
+    """'log\\n' would print as a second 'log' in check and trace: names are a-z, 0-9 and _ only."""
+    write(tmp_path, '[destinations."log\\n"]\ntype = "file"\npath = "{tmp}/e.jsonl"\n[[routes]]\nto = ["log\\n"]\n')
+    assert any("destinations.'log\\n': name must be lowercase letters" in p for p in problems(tmp_path))
+
+
 def test_duplicate_destination_names_the_first_file(tmp_path):
     """A destination declared twice says where the first one is."""
     write(tmp_path, FILE_DEST + '[[routes]]\nto = ["log"]\n')

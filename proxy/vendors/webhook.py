@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from ..mapping import Fields, compile_mapping, flatten
+from ..mapping import Fields, compile_mapping
 from ..model import Event, sample_event
 from .base import Adapter, ConfigError, Request
 from .canonical import canonical_payload
@@ -72,7 +72,7 @@ class Webhook(Adapter):
             if not isinstance(body, dict):
                 problems.append(("body", "must be a table of field = \"template\""))
             else:
-                mapping, mproblems = compile_mapping(flatten(body), _BODY_FIELDS.check_read, "body")
+                mapping, mproblems = compile_mapping(body, _BODY_FIELDS.check_read, "body")
                 problems.extend((f"body.{k}", m) for k, m in mproblems)
         for key in settings:
             if key not in ("url", "method", "headers", "batch", "body"):
