@@ -114,7 +114,11 @@ class RuleSet:
         # When some route matched, say which destinations none did (a bot's
         # purchase reaches the log, not Meta); an event no route matches at
         # all is one "unrouted" entry instead (pipeline.plan_rows).
-        skips = [Skip(name, "no route to it matches this event") for name in unmatched if name not in chosen] if chosen else []
+        skips = [
+            Skip(name, "disabled" if name in self.disabled else "no route to it matches this event")
+            for name in unmatched
+            if name not in chosen
+        ] if chosen else []
         for name, route in chosen.items():
             if name in self.disabled:
                 skips.append(Skip(name, "disabled"))

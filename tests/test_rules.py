@@ -295,6 +295,14 @@ def test_a_destination_no_matching_route_sends_to_is_skipped_with_the_reason(tmp
     assert [(s.destination, s.reason) for s in skips] == [("ads", "no route to it matches this event")]
 
 
+def test_a_disabled_destination_is_skipped_as_disabled_whether_or_not_its_route_matches(tmp_path):
+    """A page_view does not match the purchases' route to a disabled destination: still 'disabled', the reason that matters."""
+    write(tmp_path, FILE_DEST + '[destinations.m]\ntype = "meta_capi"\noptional = true\npixel_id = "${P}"\naccess_token = "${T}"\n'
+          '[[routes]]\nto = ["log"]\n[[routes]]\nto = ["m"]\nmatch = { event = "purchase" }\n')
+    _, skips = load_rules(tmp_path, env={}).plan(event("page_view"))
+    assert [(s.destination, s.reason) for s in skips] == [("m", "disabled")]
+
+
 def test_an_event_no_route_matches_has_no_skips(tmp_path):
     """Nothing matched at all: no skip per destination (the ledger says 'unrouted' once)."""
     write(tmp_path, TWO_FILES + '[[routes]]\nto = ["log", "ads"]\nmatch = { event = "signup" }\n')
