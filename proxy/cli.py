@@ -27,6 +27,8 @@ from .settings import Settings, SettingsError
 __all__ = ["main"]
 
 log = logging.getLogger("proxy.cli")
+# The example rules beside the package (an editable install or a clone).
+SHIPPED_RULES = Path(__file__).resolve().parent.parent / "rules"
 
 EXIT_OK = 0
 EXIT_PROBLEM = 2
@@ -56,7 +58,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--host", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
     s.add_argument("--port", type=int, help="port to listen on (default 8080)")
     s.add_argument("--rules", type=Path, help="directory of rule files (default ./rules)")
-    s.add_argument("--demo", action="store_true", default=None, help="also serve the demo shop page at /")
+    s.add_argument(
+        "--demo", action="store_true", default=None,
+        help="also serve the demo shop page at /; without ./rules, on the rules that come with tagrelay",
+    )
     s.add_argument(
         "--workers", type=int, help="processes sharing the port (default: one per CPU)"
     )
@@ -145,9 +150,12 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _start_serving(args: argparse.Namespace) -> int:
+    rules_dir = args.rules
+    if rules_dir is None and args.demo and "TAGRELAY_RULES_DIR" not in os.environ and not Path("rules").is_dir():
+        rules_dir = SHIPPED_RULES  # the demo runs from any directory, on the rules that come with tagrelay
     try:
         settings = Settings.from_env(
-            host=args.host, port=args.port, rules_dir=args.rules, demo=args.demo, workers=args.workers
+            host=args.host, port=args.port, rules_dir=rules_dir, demo=args.demo, workers=args.workers
         )
     except SettingsError as exc:
         print(f"tagrelay: bad setting: {exc}", file=sys.stderr)

@@ -146,3 +146,30 @@ def test_output_into_a_closed_pipe_ends_quietly():
     err = proc.stderr.read()
     proc.wait(60)
     assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
+def test_the_demo_starts_from_any_directory_on_the_rules_that_come_with_tagrelay(tmp_path):
+    """`tagrelay serve --demo` in a directory without ./rules serves the demo shop, not 'no such directory'."""
+    import signal
+    import time
+    import urllib.request
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("META_", "GA4_", "TAGRELAY_"))}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "proxy", "serve", "--demo", "--port", str(port), "--workers", "1"],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        status = None
+        deadline = time.monotonic() + 30
+        while status is None and time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as resp:
+                    status = resp.status
+            except OSError:
+                time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+    assert status == 200, stderr
