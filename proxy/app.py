@@ -118,6 +118,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         lease_secs=2 * settings.delivery_timeout_secs + 5,
     )
     await outbox.open()
+    app[METRICS].destinations(app[RULES].current.destinations)
     delivery = Delivery(
         {name: d.adapter for name, d in app[RULES].current.destinations.items()},
         outbox,
@@ -244,6 +245,7 @@ async def reload_rules(app: web.Application) -> bool:
     app[RULES].current = new
     delivery = app[DELIVERY]
     await delivery.update({name: d.adapter for name, d in new.destinations.items()})
+    app[METRICS].destinations(new.destinations)
     await _bury_lost(delivery.outbox, new)
     log.info("rules reloaded: %d destination(s), %d route(s)", len(new.destinations), len(new.routes))
     return True
@@ -332,6 +334,7 @@ async def _events_api(request: web.Request) -> web.Response:
     """Back ends, CRMs and apps: batches of canonical events, one API key per source."""
     source = authenticate(request.headers.get("Authorization"), request.app[API_KEYS])
     if source is None:
+        request.app[METRICS].hits.labels("401").inc()
         return web.json_response(
             {"error": "missing or unknown API key: send Authorization: Bearer <key>"},
             status=401,

@@ -218,6 +218,15 @@ async def test_a_plain_body_over_the_limit_keeps_the_connection_so_a_slow_sender
     assert (resp.status, resp.headers.get("Connection")) == (413, None)
 
 
+async def test_every_destination_and_reason_has_its_counters_from_the_start(client):
+    """Before any event: sent, retried and dead at 0 per destination, and refused events at 0 per reason."""
+    text = await (await client.get("/metrics")).text()
+    for counter in ("sent", "retried", "dead"):
+        assert f'tagrelay_delivery_{counter}_total{{destination="log"}} 0.0' in text, counter
+    for reason in ("invalid", "too_large", "outbox_full", "outbox_error"):
+        assert f'tagrelay_events_rejected_total{{reason="{reason}"}} 0.0' in text, reason
+
+
 async def test_outbox_depth_is_0_for_a_destination_with_nothing_waiting(client):
     """An empty outbox still shows each destination's depth and age series, at 0."""
     for _ in range(100):  # housekeeping's first pass runs as the service starts

@@ -98,6 +98,13 @@ async def test_an_accepted_batch_counts_as_a_hit_answered_200(client):
     assert resp.status == 200 and 'tagrelay_hits_total{status="200"} 1.0' in text
 
 
+async def test_a_request_with_a_wrong_key_counts_as_a_hit_answered_401(client):
+    """/metrics counts refused API keys too, as hits by status."""
+    await client.post("/api/events", data=batch(), headers={"Authorization": "Bearer wrong-key-0123456789"})
+    text = await (await client.get("/metrics")).text()
+    assert 'tagrelay_hits_total{status="401"} 1.0' in text
+
+
 async def test_the_same_consent_rules_apply(client, tmp_path):
     """A server event whose ads consent is denied does not reach a destination needing ads."""
     resp = await client.post("/api/events", data=batch(context={"consent": {"ads": False}}),
