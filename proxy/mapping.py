@@ -208,17 +208,24 @@ class Fields:
     value has no fields.
     """
 
-    def __init__(self, sample: dict[str, Any], free: Collection[str] = (), nested: Collection[str] = ()) -> None:
+    def __init__(
+        self,
+        sample: dict[str, Any],
+        free: Collection[str] = (),
+        nested: Collection[str] = (),
+        renamed: dict[str, str] | None = None,
+    ) -> None:
         self.tables: dict[str, frozenset[str] | None] = {
             key: None if key in free else frozenset(value) if isinstance(value, dict) else frozenset()
             for key, value in sample.items()
         }
         self.nested = frozenset(nested)
+        self.renamed = renamed or {}  # a name other contexts use -> the one this context has
 
     def check_read(self, name: str, attr: str | None) -> str:
         """What is wrong with a field a template reads (see :func:`compile_mapping`), or ""."""
         if name not in self.tables:
-            hint = did_you_mean(name, self.tables)
+            hint = f"; here it is {self.renamed[name]!r}" if name in self.renamed else did_you_mean(name, self.tables)
             return f"{name!r}, which events do not have{hint} (known: {', '.join(sorted(self.tables))})"
         allowed = self.tables[name]
         if attr is None or not allowed or attr in allowed or attr == "get":

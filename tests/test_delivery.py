@@ -184,7 +184,7 @@ def test_webhook_body_templates_read_the_canonical_payload():
     from proxy.vendors.base import ConfigError
 
     Webhook("h", {"url": "http://127.0.0.1:9/x", "body": {"em": "{{ user.hashed.em }}", "n": "{{ name }}"}})
-    with pytest.raises(ConfigError, match="template reads 'event'"):
+    with pytest.raises(ConfigError, match="template reads 'event', which events do not have; here it is 'name'"):
         Webhook("h", {"url": "http://127.0.0.1:9/x", "body": {"n": "{{ event }}"}})
 
 

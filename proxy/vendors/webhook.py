@@ -35,7 +35,7 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _SECRET_HINTS = ("auth", "token", "key", "secret", "signature", "password")
 # What body templates may read: the canonical payload (the event's view
 # without "event", with user.hashed), so a typo is refused at load.
-_BODY_FIELDS = Fields(canonical_payload(sample_event()), free=("params",), nested=("context",))
+_BODY_FIELDS = Fields(canonical_payload(sample_event()), free=("params",), nested=("context",), renamed={"event": "name"})
 
 
 class Webhook(Adapter):
