@@ -166,6 +166,7 @@ async def _last_resort(request: web.Request, handler: Any) -> web.StreamResponse
         raise
     except Exception:
         log.exception("bug while answering %s %s", request.method, request.path)
+        request.app[METRICS].hits.labels("500").inc()
         return web.json_response({"error": "internal error (logged)"}, status=500)
 
 

@@ -416,8 +416,9 @@ def to_events(items: Iterable[ServerEvent], enricher: Enricher) -> list[Event]:
         if not item.user_agent:
             # For a browser hit an empty user agent marks a bot; a back end
             # (a CRM, a till) often has none to give, and its key vouches for
-            # the event, so "no user agent" here is no verdict at all.
-            ctx.ua = UAInfo()
+            # the event, so "no user agent" here is no verdict at all, and no
+            # device either: not the "desktop" a parsed browser would get.
+            ctx.ua = UAInfo(category="")
         _judge_by_user_agent_only(ctx)
         ctx.consent = dict(item.consent)
         ctx.ids = dict(item.ids)

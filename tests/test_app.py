@@ -227,6 +227,19 @@ async def test_every_destination_and_reason_has_its_counters_from_the_start(clie
         assert f'tagrelay_events_rejected_total{{reason="{reason}"}} 0.0' in text, reason
 
 
+async def test_a_bug_answered_500_is_counted_as_a_hit(client, monkeypatch, caplog):
+    """The last-resort 500 shows in tagrelay_hits_total{status="500"}, so a bug is visible on a dashboard."""
+    import proxy.app
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(proxy.app, "parse_hit", broken)
+    resp = await client.post("/e", data=orjson.dumps(HIT))
+    text = await (await client.get("/metrics")).text()
+    assert resp.status == 500 and 'tagrelay_hits_total{status="500"} 1.0' in text
+
+
 async def test_outbox_depth_is_0_for_a_destination_with_nothing_waiting(client):
     """An empty outbox still shows each destination's depth and age series, at 0."""
     for _ in range(100):  # housekeeping's first pass runs as the service starts

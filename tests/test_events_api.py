@@ -520,6 +520,13 @@ def test_server_event_without_user_agent_is_not_a_bot():
     assert (event_view(event)["bot"], event.context.ip) == (False, "")
 
 
+def test_server_event_without_user_agent_has_no_device_category():
+    """No user agent, no device: the category is empty, not the 'desktop' a parsed browser gets."""
+    [event] = to_events(parse_server_events(batch(), "crm", S, NOW), ENRICHER)
+
+    assert event_view(event)["ua"]["category"] == ""
+
+
 def test_server_event_is_not_judged_by_missing_browser_headers():
     """A real phone's user agent from a back end is no bot, though the request has no Accept headers."""
     [event] = to_events(parse_server_events(batch(minimal(context={"user_agent": IPHONE_UA})), "app", S, NOW), ENRICHER)
