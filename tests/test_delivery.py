@@ -122,6 +122,17 @@ async def test_unreachable_vendor_is_retried_as_connection_error(tmp_path, unuse
     assert dead.reason.startswith("connection:")
 
 
+async def test_a_connection_error_names_the_host_and_port_but_not_the_query(tmp_path, unused_tcp_port):
+    """'connection: ClientConnectorError (127.0.0.1:PORT)': where it failed, without a secret in the URL's query."""
+    url = f"http://127.0.0.1:{unused_tcp_port}/x?api_secret=s3cret-value"
+    await run(tmp_path, Webhook("hook", {"url": url}), [row(1)], breaker=Breaker(threshold=100))
+    outbox = Outbox(tmp_path / "outbox.sqlite3")
+    await outbox.open()
+    (dead,) = await outbox.dead_letters()
+    await outbox.close()
+    assert f"(127.0.0.1:{unused_tcp_port})" in dead.reason and "s3cret" not in dead.reason
+
+
 def test_breaker_opens_after_threshold_and_doubles_its_cool_down():
     """Five failures open it for base seconds; failing the probe doubles the pause."""
     b = Breaker(threshold=5, base_secs=5, cap_secs=300)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from urllib.parse import urlsplit
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -385,16 +386,16 @@ class Delivery:
         if keep:
             m.retried.labels(name).inc(len(keep))
             log.warning(
-                "destination %s: %d event(s) will be retried in %.1fs (attempt %d): %s %s",
-                name, len(keep), delay, attempts, outcome.reason, answer,
+                "destination %s: %d event(s) will be retried in %.1fs (attempt %d): %s",
+                name, len(keep), delay, attempts, f"{outcome.reason} {answer}".strip(),
             )
             await self.outbox.retry(keep, now + delay, _entries(keep, now, name, "retry", f"attempt {attempts}: {outcome.reason}"))
 
     async def _bury(self, lane: _Lane, rows: list[Row], reason: str, answer: str) -> None:
         self.metrics.dead.labels(lane.name).inc(len(rows))
         log.error(
-            "destination %s: %d event(s) not delivered, kept as dead letters (tagrelay deadletters): %s %s",
-            lane.name, len(rows), reason, answer,
+            "destination %s: %d event(s) not delivered, kept as dead letters (tagrelay deadletters): %s",
+            lane.name, len(rows), f"{reason} {answer}".strip(),
         )
         now = time.time()
         await self.outbox.bury(rows, reason, answer, _entries(rows, now, lane.name, "dead", f"{reason} {answer}".strip()))
@@ -415,7 +416,9 @@ class Delivery:
         except asyncio.TimeoutError:
             answer = Answer(None, error="timeout")
         except aiohttp.ClientError as exc:
-            answer = Answer(None, error=f"connection: {type(exc).__name__}")
+            # The host and port, never the whole URL: GA4's api_secret is in its query.
+            parts = urlsplit(request.url)
+            answer = Answer(None, error=f"connection: {type(exc).__name__} ({parts.hostname}:{parts.port or parts.scheme})")
         outcome = adapter.classify(answer)
         text = ""
         if outcome.verdict is not Verdict.OK:
