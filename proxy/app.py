@@ -19,13 +19,13 @@ from aiohttp import web
 from .collect import _MAX_LANGUAGE, Hit, HitError, hit_from_query, parse_hit
 from .consent import ConsentPolicy, ConsentSignals, decide_consent, gpc_from_headers
 from .consent import resolve as resolve_consent
-from .events_api import authenticate, parse_api_keys, parse_server_events, to_events
 from .delivery import Delivery, LedgerRow, Outbox, OutboxError, OutboxFull, QueuedRow, RetryPolicy
-from .ga4hits import parse_gcollect
 from .enrich import Enricher
+from .events_api import authenticate, parse_api_keys, parse_server_events, to_events
+from .ga4hits import parse_gcollect
 from .model import Context, Event
 from .pipeline import plan_rows
-from .rules import RuleSet, RulesError, load_rules
+from .rules import RulesError, RuleSet, load_rules
 from .settings import Settings
 from .telemetry import CONTENT_TYPE, Metrics
 

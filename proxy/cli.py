@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import orjson
 
 from .model import USER_FIELDS, Event, Page, UserData
-from .rules import RuleSet, RulesError, load_rules
+from .rules import RulesError, RuleSet, load_rules
 from .settings import Settings, SettingsError
 
 __all__ = ["main"]

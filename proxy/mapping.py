@@ -18,8 +18,8 @@ from typing import Any, Callable, Collection, Iterable
 
 import orjson
 from jinja2 import ChainableUndefined, TemplateError, Undefined, meta, nodes
-from jinja2.nativetypes import NativeCodeGenerator
 from jinja2.exceptions import SecurityError
+from jinja2.nativetypes import NativeCodeGenerator
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 __all__ = ["Fields", "Mapping", "MappingError", "compile_mapping", "did_you_mean", "set_path"]

@@ -27,7 +27,8 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping as TMapping
+from typing import Any, Callable
+from typing import Mapping as TMapping
 
 import re2  # type: ignore[import-untyped]  # google-re2 ships no type hints
 

@@ -15,8 +15,8 @@ cookies may be used.
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 import time
+from collections import OrderedDict
 from typing import Mapping
 
 from ..model import Context
