@@ -82,7 +82,7 @@ def plan_rows(rules: RuleSet, events: list[Event], now: float) -> tuple[list[Que
     ledger: list[LedgerRow] = []
     for event in events:
         planned, skips = route(rules, event)
-        queued: dict[str, list[str]] = {}  # route name -> its destinations that got a row
+        queued: list[tuple[str, str]] = []  # (destination, detail) of each row
         for p in planned:
             dest = p.destination.name
             if p.payload is None:
@@ -101,16 +101,23 @@ def plan_rows(rules: RuleSet, events: list[Event], now: float) -> tuple[list[Que
                 ledger.append(LedgerRow(event.id, now, dest, "dropped", f"payload not serialisable: {exc}"))
                 continue
             rows.append(QueuedRow(dest, event.id, event.time, key, data, p.payload))
-            queued.setdefault(p.route.name, []).append(dest)
-        # One entry per route for all its destinations (the ledger is the bulk
-        # of each hit's writes); trace shows it as one line per destination.
-        ledger.extend(LedgerRow(event.id, now, ",".join(dests), "queued", f"route {name!r}") for name, dests in queued.items())
-        # One entry per reason for all its destinations, as for "queued".
-        skipped: dict[str, list[str]] = {}
+            queued.append((dest, f"route {p.route.name!r}"))
+        ledger.extend(_shared_entries(event.id, now, "queued", queued))
         for skip in skips:
             log.debug("event %s skipped for %s: %s", event.id, skip.destination, skip.reason)
-            skipped.setdefault(skip.reason, []).append(skip.destination)
-        ledger.extend(LedgerRow(event.id, now, ",".join(dests), "skipped", why) for why, dests in skipped.items())
+        ledger.extend(_shared_entries(event.id, now, "skipped", [(s.destination, s.reason) for s in skips]))
         if not planned and not skips:
             ledger.append(LedgerRow(event.id, now, "", "unrouted", "no route matches"))
     return rows, ledger
+
+
+def _shared_entries(event_id: str, now: float, what: str, outcomes: list[tuple[str, str]]) -> list[LedgerRow]:
+    """One ledger entry per detail, naming all its destinations ("a,b"; trace shows a line for each).
+
+    The ledger is the bulk of each hit's writes: a route to three
+    destinations, or six disabled vendors, cost one row each this way.
+    """
+    by_detail: dict[str, list[str]] = {}
+    for destination, detail in outcomes:
+        by_detail.setdefault(detail, []).append(destination)
+    return [LedgerRow(event_id, now, ",".join(dests), what, detail) for detail, dests in by_detail.items()]
