@@ -36,7 +36,7 @@ from .consent import PURPOSES
 from .model import CLICK_IDS, USER_FIELDS, Page, UserData
 from .settings import Settings
 
-__all__ = ["Hit", "HitEvent", "HitError", "hit_from_query", "parse_hit", "refusing"]
+__all__ = ["Hit", "HitEvent", "HitError", "check_count", "hit_from_query", "parse_hit", "refusing"]
 
 _EVENT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 _EVENT_ID = re.compile(r"[A-Za-z0-9._:\-]{1,64}")
@@ -78,6 +78,12 @@ def refusing(events: int, limit: int) -> Iterator[None]:
     except HitError as exc:
         exc.events = max(1, min(events, limit + 1))
         raise
+
+
+def check_count(count: int, limit: int, where: str, per: str = "hit") -> None:
+    """Refuse (413) a hit that carries more events than ``limit``."""
+    if count > limit:
+        raise HitError(f"{where}: {count} events is over the limit of {limit} per {per}", 413)
 
 
 @dataclass(slots=True)
@@ -140,8 +146,7 @@ def _hit(doc: Any, s: Settings, now: float) -> Hit:
 
 
 def _hit_of(doc: dict[str, Any], events: list[Any], s: Settings, now: float) -> Hit:
-    if len(events) > s.max_events_per_hit:
-        raise HitError(f"events: {len(events)} events is over the limit of {s.max_events_per_hit} per hit", 413)
+    check_count(len(events), s.max_events_per_hit, "events")
     hit = Hit([_event(e, f"events[{i}]", s, now) for i, e in enumerate(events)])
     user = doc.get("user")
     if user is not None:

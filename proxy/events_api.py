@@ -70,6 +70,7 @@ from .collect import (
     _string,
     _user,
     _value,
+    check_count,
     refusing,
 )
 from .enrich.client_ip import normalize_ip
@@ -334,10 +335,7 @@ def parse_server_events(body: bytes, source: str, settings: Settings, now: float
 
 
 def _server_events(events: list[Any], source: str, settings: Settings, now: float) -> list[ServerEvent]:
-    if len(events) > settings.max_events_per_hit:
-        raise HitError(
-            f"events: {len(events)} events is over the limit of {settings.max_events_per_hit} per request", 413
-        )
+    check_count(len(events), settings.max_events_per_hit, "events", "request")
 
     out: list[ServerEvent] = []
     seen: dict[tuple[str, str], int] = {}

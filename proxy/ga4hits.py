@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from .collect import _MAX_CLICK_ID, _MAX_LANGUAGE, _MAX_SCREEN, Hit, HitError, HitEvent, refusing
+from .collect import _MAX_CLICK_ID, _MAX_LANGUAGE, _MAX_SCREEN, Hit, HitError, HitEvent, check_count, refusing
 from .model import CLICK_IDS, Page
 from .settings import Settings
 
@@ -220,11 +220,7 @@ def parse_gcollect(query: str, body: bytes, settings: Settings, now: float) -> G
 
 
 def _gcollect(shared: dict[str, str], lines: list[tuple[int, str]], settings: Settings, now: float) -> GA4Hit:
-    if len(lines) > settings.max_events_per_hit:
-        raise HitError(
-            f"body: {len(lines)} events is over the limit of {settings.max_events_per_hit} per hit",
-            413,
-        )
+    check_count(len(lines), settings.max_events_per_hit, "body")
 
     hit = GA4Hit(events=[])
     _request_level(hit, shared)
