@@ -156,10 +156,9 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
 
 @web.middleware
 async def _last_resort(request: web.Request, handler: Any) -> web.StreamResponse:
-    """A bug answers a short JSON 500 and is logged once with its traceback."""
+    """Count each hit's answer by status; a bug answers a short JSON 500, logged once with its traceback."""
     try:
         response: web.StreamResponse = await handler(request)
-        return response
     except web.HTTPException:
         raise
     except asyncio.CancelledError:
@@ -168,6 +167,9 @@ async def _last_resort(request: web.Request, handler: Any) -> web.StreamResponse
         log.exception("bug while answering %s %s", request.method, request.path)
         request.app[METRICS].hits.labels("500").inc()
         return web.json_response({"error": "internal error (logged)"}, status=500)
+    if request.match_info.handler in _HIT_HANDLERS:
+        request.app[METRICS].hits.labels(str(response.status)).inc()
+    return response
 
 
 class Reloads:
@@ -335,7 +337,6 @@ async def _events_api(request: web.Request) -> web.Response:
     """Back ends, CRMs and apps: batches of canonical events, one API key per source."""
     source = authenticate(request.headers.get("Authorization"), request.app[API_KEYS])
     if source is None:
-        request.app[METRICS].hits.labels("401").inc()
         return web.json_response(
             {"error": "missing or unknown API key: send Authorization: Bearer <key>"},
             status=401,
@@ -350,11 +351,8 @@ async def _events_api(request: web.Request) -> web.Response:
     events = to_events(items, request.app[ENRICHER])
     decide_consent(events, request.app[CONSENT_POLICY])
     stored = await _store(request, events, now)
-    hits = request.app[METRICS].hits
     if isinstance(stored, web.Response):
-        hits.labels("503").inc()
         return stored
-    hits.labels("200").inc()
     return web.json_response({"accepted": len(events), "queued": len(stored[0])}, headers=_NO_STORE)
 
 
@@ -418,6 +416,9 @@ async def _ga4_collect(request: web.Request) -> web.Response:
     return await _accept(request, hit, {k: v for k, v in ga_ids.items() if v}, hit.user_id, google=True)
 
 
+# The endpoints whose answers tagrelay_hits_total counts, by status (_last_resort).
+_HIT_HANDLERS = frozenset({_collect, _events_api, _ga4_collect})
+
 async def _body(request: web.Request) -> bytes:
     try:
         body = await request.read()
@@ -452,7 +453,6 @@ def _decoded(request: web.Request) -> bool:
 async def _refused(request: web.Request, exc: HitError) -> web.Response:
     log.debug("hit refused: %s", exc)
     metrics = request.app[METRICS]
-    metrics.hits.labels(str(exc.status)).inc()
     metrics.events_rejected.labels("too_large" if exc.status == 413 else "invalid").inc(exc.events)
     response = _error(exc.status, str(exc))
     if exc.body_unread:
@@ -502,20 +502,16 @@ async def _accept(
     ctx.language = hit.language or request.headers.get("Accept-Language", "").split(",")[0].strip()[:_MAX_LANGUAGE]
     consent = resolve_consent(signals, ctx.geo.country if ctx.geo else None, request.app[CONSENT_POLICY])
     ctx.consent, ctx.consent_state = consent.as_dict(), consent
-    cookies = enricher.identify(
-        ctx, request.cookies, request.host, ads=consent.granted("ads"), analytics=consent.granted("analytics")
-    )
-    if ids and consent.granted("analytics"):
+    analytics = consent.granted("analytics")
+    cookies = enricher.identify(ctx, request.cookies, request.host, ads=consent.granted("ads"), analytics=analytics)
+    if ids and analytics:
         # gtag's client and session IDs live in its _ga cookies: analytics storage.
         ctx.ids.update(ids)
     events = _events(hit, ctx, user_id)
-    metrics = request.app[METRICS]
     stored = await _store(request, events, time.time())
     if isinstance(stored, web.Response):
-        metrics.hits.labels("503").inc()
         return stored
     rows, ledger = stored
-    metrics.hits.labels("204").inc()
     if log.isEnabledFor(logging.DEBUG):
         log.debug(
             "hit from %s (%s): %d event(s) [%s], %d queued, %s",
