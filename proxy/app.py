@@ -430,8 +430,7 @@ async def _body(request: web.Request) -> bytes:
     except Exception as exc:  # undecodable Content-Encoding, a client gone mid-body, ...
         why = f"body: cannot be read ({type(exc).__name__}); send it plain or with valid gzip"
         raise HitError(why, body_unread=_decoded(request) and not isinstance(exc, ConnectionError)) from None
-    encoding = request.headers.get("Content-Encoding")
-    if not body and encoding and request.content_length:
+    if not body and request.content_length and _decoded(request):
         # A gzip stream cut short decodes to nothing, without an error.
         # TODO(truncated gzip): cut later, it decodes to what came before the
         # cut, also without an error (aiohttp does not check the stream's
@@ -439,7 +438,8 @@ async def _body(request: web.Request) -> bytes:
         # decodes bodies itself (the server's auto_decompress off, zlib here,
         # checking eof), with a test that a gzip body cut mid-line is a 400.
         raise HitError(
-            f"body: {request.content_length} bytes of {encoding} decode to no data (empty, or cut short);"
+            f"body: {request.content_length} bytes of {request.headers['Content-Encoding']} decode to no data"
+            " (empty, or cut short);"
             " send it plain or with valid gzip"
         )
     return body
