@@ -118,7 +118,6 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         lease_secs=2 * settings.delivery_timeout_secs + 5,
     )
     await outbox.open()
-    app[METRICS].destinations(app[RULES].current.destinations)
     delivery = Delivery(
         {name: d.adapter for name, d in app[RULES].current.destinations.items()},
         outbox,
@@ -248,7 +247,6 @@ async def reload_rules(app: web.Application) -> bool:
     app[RULES].current = new
     delivery = app[DELIVERY]
     await delivery.update({name: d.adapter for name, d in new.destinations.items()})
-    app[METRICS].destinations(new.destinations)
     await _bury_lost(delivery.outbox, new)
     log.info("rules reloaded: %d destination(s), %d route(s)", len(new.destinations), len(new.routes))
     return True

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -93,11 +93,10 @@ class Metrics:
         for reason in REJECT_REASONS:
             self.events_rejected.labels(reason)
 
-    def destinations(self, names: Iterable[str]) -> None:
-        """Start each destination's counters at 0, so that an alert on them has a series before the first event."""
-        for name in names:
-            for counter in (self.sent, self.retried, self.dead):
-                counter.labels(name)
+    def destination(self, name: str) -> None:
+        """Start a destination's counters at 0."""
+        for counter in (self.sent, self.retried, self.dead):
+            counter.labels(name)
 
     def value(self, name: str, **labels: str) -> float:
         """A sample's current value (0 when absent); for tests and the CLI."""

@@ -115,6 +115,7 @@ class Delivery:
         metrics: Metrics | None = None,
     ) -> None:
         self._breaker = breaker or Breaker()
+        self.metrics = metrics or Metrics()
         self._lanes = {name: self._new_lane(name, a) for name, a in adapters.items()}
         self.outbox = outbox
         self._timeout = aiohttp.ClientTimeout(total=timeout_secs)
@@ -124,10 +125,13 @@ class Delivery:
         self._session: aiohttp.ClientSession | None = None
         self._inflight: set[asyncio.Task[None]] = set()
         self._stopping = False
-        self.metrics = metrics or Metrics()
 
     def _new_lane(self, name: str, adapter: Adapter) -> _Lane:
-        """A lane with its own breaker, configured like the template given at construction."""
+        """A lane with its own breaker, configured like the template given at construction.
+
+        Its counters start at 0, so that an alert on them has a series before the first event.
+        """
+        self.metrics.destination(name)
         t = self._breaker
         return _Lane(name, adapter, breaker=Breaker(t.threshold, t.base_secs, t.cap_secs))
 
