@@ -222,6 +222,22 @@ class Fields:
         self.nested = frozenset(nested)
         self.renamed = renamed or {}  # a name other contexts use -> the one this context has
 
+    def check_key(self, key: str) -> str:
+        """What is wrong with a dotted path a route's ``match`` names ("page.host"), or ""."""
+        parts = key.split(".")
+        top = parts[0]
+        if top not in self.tables:
+            free = "".join(f", or {name}.NAME" for name, fields in self.tables.items() if fields is None)
+            return f"unknown field{did_you_mean(top, self.tables)} (known: {', '.join(sorted(self.tables))}{free})"
+        allowed = self.tables[top]
+        if allowed is None:
+            return "" if len(parts) > 1 else f"name a field inside {top}, e.g. {top}.value"
+        if not allowed:
+            return "" if len(parts) == 1 else f"{top} has no fields"
+        if len(parts) < 2 or parts[1] not in allowed or (len(parts) > 2 and top not in self.nested):
+            return f"unknown field{self._fields_hint(top, parts[-1], allowed)}"
+        return ""
+
     def check_read(self, name: str, attr: str | None) -> str:
         """What is wrong with a field a template reads (see :func:`compile_mapping`), or ""."""
         if name not in self.tables:
@@ -230,8 +246,13 @@ class Fields:
         allowed = self.tables[name]
         if attr is None or not allowed or attr in allowed or attr == "get":
             return ""  # free-form, a plain value's own methods, or dict.get
-        hint = did_you_mean(attr, allowed, prefix=name + ".")
-        return f"{name}.{attr}, which is not a field{hint} (known: {', '.join(f'{name}.{a}' for a in sorted(allowed))})"
+        return f"{name}.{attr}, which is not a field{self._fields_hint(name, attr, allowed)}"
+
+    @staticmethod
+    def _fields_hint(table: str, word: str, allowed: frozenset[str]) -> str:
+        """"; did you mean 'page.host'? (known: page.host, page.path, ...)"."""
+        known = ", ".join(f"{table}.{a}" for a in sorted(allowed))
+        return f"{did_you_mean(word, allowed, prefix=table + '.')} (known: {known})"
 
 
 def did_you_mean(word: str, choices: Collection[str], prefix: str = "") -> str:

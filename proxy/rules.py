@@ -47,7 +47,6 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}\Z")  # \Z: '$' would admit a trailing
 _PURPOSES = PURPOSES
 # What match keys and `set` templates may name, read off event_view itself.
 _VIEW = Fields(event_view(sample_event()), free=("params",), nested=("context",))
-_VIEW_KEYS = _VIEW.tables
 
 
 class RulesError(Exception):
@@ -370,7 +369,7 @@ def _route(
         errs.append("match: must be a table")
         match = {}
     for key, spec in match.items():
-        problem = _check_path(key)
+        problem = _VIEW.check_key(key)
         if problem:
             errs.append(f"match.{key}: {problem}")
             continue
@@ -394,23 +393,6 @@ def _route(
     if errs:
         return None, errs
     return Route(name, label, tuple(conditions), tuple(to), mapping, admits), []
-
-
-def _check_path(key: str) -> str:
-    parts = key.split(".")
-    top = parts[0]
-    if top not in _VIEW_KEYS:
-        hint = did_you_mean(top, _VIEW_KEYS)
-        return f"unknown field{hint} (known: {', '.join(sorted(_VIEW_KEYS))}, or params.NAME)"
-    allowed = _VIEW_KEYS[top]
-    if allowed is None:
-        return "" if len(parts) > 1 else f"name a field inside {top}, e.g. {top}.value"
-    if not allowed:
-        return "" if len(parts) == 1 else f"{top} has no fields"
-    if len(parts) < 2 or parts[1] not in allowed or (len(parts) > 2 and top not in _VIEW.nested):
-        hint = did_you_mean(parts[-1], allowed, prefix=top + ".")
-        return f"unknown field{hint} (known: {', '.join(f'{top}.{a}' for a in sorted(allowed))})"
-    return ""
 
 
 def _covers(first: Route, later: Route) -> bool:
