@@ -70,19 +70,20 @@ def supervise(settings: Settings, count: int, run_worker: Callable[..., int]) ->
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, SERVE_SIGNALS)
 
+    def alive() -> list[Any]:
+        return [p for p in procs if p is not None and p.is_alive()]
+
     def stop(signum: int, _frame: Any) -> None:
         nonlocal stopping
         stopping = True
-        for proc in procs:
-            if proc is not None and proc.is_alive() and proc.pid is not None:
-                os.kill(proc.pid, signal.SIGTERM)
+        for proc in alive():
+            os.kill(proc.pid, signal.SIGTERM)
 
     def hup(signum: int, _frame: Any) -> None:
         if stopping:
             return  # a reload is moot now, and would only slow the stop
-        for proc in procs:
-            if proc is not None and proc.is_alive() and proc.pid is not None:
-                os.kill(proc.pid, signal.SIGHUP)
+        for proc in alive():
+            os.kill(proc.pid, signal.SIGHUP)
 
     # Handlers first: a signal while the workers start is then passed on
     # (or ends the start) rather than killing the supervisor outright.
@@ -99,8 +100,7 @@ def supervise(settings: Settings, count: int, run_worker: Callable[..., int]) ->
     failed = False
     try:
         while True:
-            alive = [p for p in procs if p is not None and p.is_alive()]
-            if stopping and not alive:
+            if stopping and not alive():
                 break
             for i, proc in enumerate(procs):
                 if proc is None or proc.is_alive() or stopping:

@@ -397,12 +397,9 @@ class Delivery:
 
     async def _bury(self, lane: _Lane, rows: list[Row], reason: str, answer: str) -> None:
         self.metrics.dead.labels(lane.name).inc(len(rows))
-        log.error(
-            "destination %s: %d event(s) not delivered, kept as dead letters (tagrelay deadletters): %s",
-            lane.name, len(rows), f"{reason} {answer}".strip(),
-        )
-        now = time.time()
-        await self.outbox.bury(rows, reason, answer, _entries(rows, now, lane.name, "dead", f"{reason} {answer}".strip()))
+        why = f"{reason} {answer}".strip()
+        log.error("destination %s: %d event(s) not delivered, kept as dead letters (tagrelay deadletters): %s", lane.name, len(rows), why)
+        await self.outbox.bury(rows, reason, answer, _entries(rows, time.time(), lane.name, "dead", why))
 
     async def _http(self, adapter: Adapter, payloads: list[dict[str, Any]]) -> tuple[Outcome, str]:
         assert self._session is not None, "Delivery.start() was not awaited"
