@@ -181,7 +181,7 @@ def compile_mapping(
                 continue
             ast = _ENV.parse(value)
             if next(ast.find_all((nodes.Include, nodes.Import, nodes.FromImport, nodes.Extends)), None):
-                problems.append((key, "a template cannot include, import or extend another: each is on its own"))
+                problems.append((key, "a template cannot include, import or extend another (there is no template library): write it out here"))
                 continue
             if check_read is not None:
                 bad = sorted({p for field, attr in _reads(ast) if (p := check_read(field, attr))})
@@ -195,7 +195,7 @@ def compile_mapping(
     for f in fields:
         outer = next((paths[f.path[:n]] for n in range(1, len(f.path)) if f.path[:n] in paths), None)
         if outer is not None:
-            problems.append((f.key, f"{outer!r} is set too: a key cannot be both a value and a table of values"))
+            problems.append((f.key, f"{outer!r} is set too: a key cannot be both a value and a table of values; keep one"))
     return Mapping(tuple(fields), name), problems
 
 

@@ -169,7 +169,7 @@ def test_include_and_import_are_refused_at_compile_time():
 def test_a_key_set_both_as_a_value_and_as_a_table_is_refused():
     """'a' = "x" with 'a.b' = 1 would fail on every event ('a' is a plain value): refused at compile time."""
     _, problems = compile_mapping({"a": "x", "a.b": 1})
-    assert problems == [("a.b", "'a' is set too: a key cannot be both a value and a table of values")]
+    assert problems == [("a.b", "'a' is set too: a key cannot be both a value and a table of values; keep one")]
 
 
 def test_a_list_repeat_is_capped_by_its_size_not_its_length():
