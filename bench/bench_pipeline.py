@@ -4,15 +4,19 @@ Run by hand from the repo root (not a test)::
 
     .venv/bin/python bench/bench_pipeline.py [--duration 8] [--connections 32] [--workers 2]
 
-Four servers on 127.0.0.1, measured in turn A B C D A B C D with the same wrk
-duration and connections:
+Five servers on 127.0.0.1, measured in turn A B C D E A B C D E with the same
+wrk duration and connections:
 
 - A: nginx answering 204 (own temp prefix and config, run as this user);
 - B: a bare aiohttp handler answering 204, ``--workers`` processes (SO_REUSEPORT);
-- C: ``python -m proxy serve --workers N`` with rules sending every event to a
+- C: a durable skeleton, ``--workers`` processes: one SQLite row per hit
+  committed before the 204, delivered in batches to the same stand-ins and a
+  file, and nothing else (:func:`run_skeleton`). It splits tagrelay's cost
+  into what durability and delivery take and what its features take;
+- D: ``python -m proxy serve --workers N`` with rules sending every event to a
   Meta and a GA4 stand-in (tests/standins, in a process of their own) and a
   local file: enrichment, routing, the durable outbox and delivery;
-- D: the same tagrelay with one worker pinned to one core, while wrk and the
+- E: the same tagrelay with one worker pinned to one core, while wrk and the
   stand-ins are pinned to the others: accepted hits/s per core, measured
   rather than divided out (skipped on a one-core machine).
 
@@ -42,6 +46,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -109,6 +114,131 @@ def run_bare(port: int) -> None:
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", ok)
+    web.run_app(app, host="127.0.0.1", port=port, reuse_port=True, print=None, access_log=None, loop=_event_loop())
+
+
+def run_skeleton(port: int, meta_port: int, ga4_port: int, db_path: str, out_path: str) -> None:
+    """The least a durable three-destination pipeline does, as a floor for the ratio.
+
+    Read and parse the hit; one SQLite row per hit (the three payloads)
+    committed before the 204, many hits per transaction; each destination
+    reads rows past its own cursor, sends up to four batches at once (Meta
+    1,000 events each, GA4 25, the file 1,000), moves the cursor, and rows every cursor has passed are
+    deleted. No enrichment, IDs, consent, rules, ledger, retries or metrics:
+    what it costs beside the bare handler is the price of durability and
+    delivery alone, and what tagrelay costs beyond it is the price of its
+    features.
+    """
+    import queue
+
+    import orjson
+    from aiohttp import ClientSession, web
+
+    from proxy.cli import _event_loop
+
+    jobs: queue.SimpleQueue[tuple[str, Any, asyncio.Future[Any]]] = queue.SimpleQueue()
+    dests = {"meta": 1000, "ga4": 25, "file": 1000}  # batch sizes
+    IN_FLIGHT = 4  # requests per destination, as TAGRELAY_DELIVERY_CONCURRENCY's default
+
+    def writer(loop: asyncio.AbstractEventLoop) -> None:
+        import sqlite3
+
+        db = sqlite3.connect(db_path, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("CREATE TABLE rows (id INTEGER PRIMARY KEY, payloads BLOB NOT NULL)")
+        db.execute("CREATE TABLE cursors (destination TEXT PRIMARY KEY, last INTEGER NOT NULL)")
+        db.executemany("INSERT INTO cursors VALUES (?, 0)", [(d,) for d in dests])
+        while True:
+            batch = [jobs.get()]
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    batch.append(jobs.get_nowait())
+            answers: list[tuple[asyncio.Future[Any], Any]] = []
+            db.execute("BEGIN")
+            for kind, arg, fut in batch:
+                if kind == "put":
+                    db.execute("INSERT INTO rows (payloads) VALUES (?)", (arg,))
+                    answers.append((fut, None))
+                elif kind == "read":
+                    dest, limit = arg
+                    found = db.execute(
+                        "SELECT id, payloads FROM rows WHERE id > (SELECT last FROM cursors WHERE destination = ?)"
+                        " ORDER BY id LIMIT ?",
+                        (dest, limit),
+                    ).fetchall()
+                    answers.append((fut, found))
+                else:  # "sent"
+                    dest, last = arg
+                    db.execute("UPDATE cursors SET last = ? WHERE destination = ?", (last, dest))
+                    # Keeps the newest sent row, so that new rows are numbered after it.
+                    db.execute("DELETE FROM rows WHERE id < (SELECT min(last) FROM cursors)")
+                    answers.append((fut, None))
+            db.execute("COMMIT")
+            loop.call_soon_threadsafe(_settle, answers)
+
+    def _settle(answers: list[tuple[asyncio.Future[Any], Any]]) -> None:
+        for fut, value in answers:
+            fut.set_result(value)
+
+    def submit(kind: str, arg: Any) -> asyncio.Future[Any]:
+        fut = asyncio.get_running_loop().create_future()
+        jobs.put((kind, arg, fut))
+        return fut
+
+    async def hit(request: web.Request) -> web.Response:
+        doc = orjson.loads(await request.read())
+        ev = doc["events"][0]
+        url = ev["page"]["url"]
+        meta = {"event_name": "PageView", "event_time": ev["time"] // 1000, "event_id": ev["id"],
+                "action_source": "website", "event_source_url": url,
+                "user_data": {"client_ip_address": request.remote,
+                              "client_user_agent": request.headers.get("User-Agent", "")}}  # fmt: skip
+        ga4 = {"name": "page_view", "params": {"page_location": url, "engagement_time_msec": 1}}
+        await submit("put", orjson.dumps([meta, ga4, ev]))
+        return web.Response(status=204)
+
+    async def deliver(dest: str, session: ClientSession) -> None:
+        index = list(dests).index(dest)
+        while True:
+            found = await submit("read", (dest, dests[dest] * IN_FLIGHT))
+            if not found:
+                await asyncio.sleep(0.05)
+                continue
+            payloads = [orjson.loads(blob)[index] for _, blob in found]
+            if dest == "file":
+                with open(out_path, "ab") as fh:  # noqa: ASYNC230 (a page-cache append; a thread would cost more)
+                    fh.write(b"".join(orjson.dumps(p) + b"\n" for p in payloads))
+            else:
+                n = dests[dest]
+                await asyncio.gather(*(post(dest, session, payloads[i : i + n]) for i in range(0, len(payloads), n)))
+            await submit("sent", (dest, found[-1][0]))
+
+    async def post(dest: str, session: ClientSession, payloads: list[Any]) -> None:
+        url = (f"http://127.0.0.1:{meta_port}/v21.0/1234567890/events?access_token=bench-meta-token"
+               if dest == "meta" else
+               f"http://127.0.0.1:{ga4_port}/mp/collect?measurement_id=G-BENCH12345&api_secret=bench-ga4-secret")  # fmt: skip
+        body = {"data": payloads} if dest == "meta" else {"client_id": "1.1", "events": payloads}
+        async with session.post(url, data=orjson.dumps(body), headers={"Content-Type": "application/json"}) as r:
+            await r.read()
+            if not 200 <= r.status < 300:  # a refused batch would make the figures meaningless
+                print(f"skeleton: {dest} answered {r.status}: {await r.text()}", file=sys.stderr, flush=True)
+                os._exit(1)
+
+    async def start(app: web.Application) -> None:
+        threading.Thread(target=writer, args=(asyncio.get_running_loop(),), daemon=True).start()
+        session = ClientSession()
+        app.on_cleanup.append(lambda _: session.close())
+        for dest in dests:
+            asyncio.get_running_loop().create_task(deliver(dest, session))
+
+    async def ready(request: web.Request) -> web.Response:
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/e", hit)
+    app.router.add_get("/", ready)
+    app.on_startup.append(start)
     web.run_app(app, host="127.0.0.1", port=port, reuse_port=True, print=None, access_log=None, loop=_event_loop())
 
 
@@ -260,13 +390,18 @@ def main() -> int:
     p.add_argument("--connections", type=int, default=32)
     p.add_argument("--threads", type=int, default=1, help="wrk threads (default 1: leave the cores to the servers)")
     p.add_argument("--workers", type=int, default=2, help="server processes for all three (default 2)")
-    p.add_argument("--rounds", type=int, default=2, help="A B C D repeated this many times (default 2)")
+    p.add_argument("--rounds", type=int, default=2, help="A B C D E repeated this many times (default 2)")
     p.add_argument("--keep", action="store_true", help="keep the temp directory and print its path")
     p.add_argument("--role", nargs="*", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.role:
         role, *ports = args.role
-        {"bare": lambda: run_bare(int(ports[0])), "standins": lambda: run_standins(int(ports[0]), int(ports[1]))}[role]()
+        roles = {
+            "bare": lambda: run_bare(int(ports[0])),
+            "standins": lambda: run_standins(int(ports[0]), int(ports[1])),
+            "skeleton": lambda: run_skeleton(int(ports[0]), int(ports[1]), int(ports[2]), ports[3], ports[4]),
+        }
+        roles[role]()
         return 0
 
     nginx_bin = need_tools()
@@ -298,7 +433,18 @@ def main() -> int:
         procs.extend(bare)
         wait_http(f"http://127.0.0.1:{bare_port}/")
 
-        # C: tagrelay, the full durable pipeline.
+        # C: the durable skeleton, N processes on one port,
+        # each with its own SQLite file, all appending to one file.
+        skel_port = free_port()
+        skeleton = [
+            subprocess.Popen([sys.executable, __file__, "--role", "skeleton", str(skel_port), str(meta_port), str(ga4_port),
+                              str(tmp / f"skeleton-{i}.sqlite3"), str(tmp / "skeleton.jsonl")], cwd=REPO)  # fmt: skip
+            for i in range(args.workers)
+        ]
+        procs.extend(skeleton)
+        wait_http(f"http://127.0.0.1:{skel_port}/")
+
+        # D: tagrelay, the full durable pipeline.
         rules = f"""
 [destinations.meta]
 type = "meta_capi"
@@ -329,7 +475,7 @@ to = ["meta", "ga4", "local_log"]
             return services[name]
 
         tag_base = start_tagrelay("tagrelay", args.workers).url
-        # D: one worker on one core; wrk and the stand-ins get the others
+        # E: one worker on one core; wrk and the stand-ins get the others
         # for its runs (a forked process inherits the parent's CPUs).
         every_cpu = os.sched_getaffinity(0)
         one_core = {min(every_cpu)}
@@ -346,8 +492,9 @@ to = ["meta", "ga4", "local_log"]
             if name == "nginx":
                 kids = children(ngx.pid)
                 return [ngx.pid, *kids], kids
-            if name == "aiohttp":
-                return [b.pid for b in bare], [b.pid for b in bare]
+            if name in ("aiohttp", "skeleton"):
+                group = bare if name == "aiohttp" else skeleton
+                return [b.pid for b in group], [b.pid for b in group]
             svc = services[name]
             kids = svc.worker_pids()
             return sorted({svc.pid, *kids}), kids  # with one worker, the worker is the serve process
@@ -361,7 +508,11 @@ to = ["meta", "ga4", "local_log"]
                 pass
             return int(get(f"http://127.0.0.1:{meta_port}/_count")) + int(get(f"http://127.0.0.1:{ga4_port}/_count")) + lines
 
-        targets = {"nginx": f"http://127.0.0.1:{ngx_port}/e", "aiohttp": f"http://127.0.0.1:{bare_port}/e"}
+        targets = {
+            "nginx": f"http://127.0.0.1:{ngx_port}/e",
+            "aiohttp": f"http://127.0.0.1:{bare_port}/e",
+            "skeleton": f"http://127.0.0.1:{skel_port}/e",
+        }
         targets.update((name, svc.url + "/e") for name, svc in services.items())
         results: dict[str, list[dict[str, float]]] = {k: [] for k in targets}
         depth_series: list[tuple[float, int]] = []
@@ -370,9 +521,9 @@ to = ["meta", "ga4", "local_log"]
             for name, url in targets.items():
                 pids, workers = server_pids(name)
                 before_cpu = cpu_secs(pids)
-                tagrelay = name in services
+                delivers = name in services or name == "skeleton"
                 pinned = name == "tagrelay-1core"
-                before_sent = delivered(name) if tagrelay else 0
+                before_sent = delivered(name) if delivers else 0
                 pin_process(procs[0].pid, other_cpus if pinned else every_cpu)  # the stand-ins
                 stop_poll = threading.Event()
 
@@ -390,7 +541,7 @@ to = ["meta", "ga4", "local_log"]
                 r = wrk(url, lua, args, other_cpus if pinned else None)
                 r["cpu_us_per_hit"] = (cpu_secs(pids) - before_cpu) / max(1.0, r["requests"]) * 1e6
                 r["rss_mb"] = max((rss_mb(w) for w in workers), default=0.0)
-                if tagrelay:
+                if delivers:
                     r["delivered_during"] = (delivered(name) - before_sent) / (time.monotonic() - started)
                     # Let delivery finish before the next server is measured.
                     drain_until = time.monotonic() + 30
@@ -439,7 +590,7 @@ def report(results: dict[str, list[dict[str, float]]], depth: list[tuple[float, 
         print(f"{name:<16}{med(name, 'rate'):>10.0f}{med(name, 'p50'):>9.2f}{med(name, 'p99'):>9.2f}"
               f"{med(name, 'cpu_us_per_hit'):>12.0f}{max(r['rss_mb'] for r in results[name]):>15.1f}"
               f"{sum(r['non2xx'] for r in results[name]):>9.0f}")  # fmt: skip
-    for name in [n for n in ("tagrelay", "tagrelay-1core") if n in results]:
+    for name in [n for n in ("skeleton", "tagrelay", "tagrelay-1core") if n in results]:
         tag = results[name]
         print(f"\n{name} delivery: {med(name, 'delivered_during'):.0f} events/s delivered during load, "
               f"{med(name, 'delivered_rate'):.0f} events/s over load + drain (3 destinations per hit); "
@@ -452,6 +603,10 @@ def report(results: dict[str, list[dict[str, float]]], depth: list[tuple[float, 
     per_core = rate / (os.cpu_count() or 1)
     print(f"\nratio tagrelay / aiohttp-204: {rate / med('aiohttp', 'rate'):.2f}   (target >= 0.5)")
     print(f"ratio tagrelay / nginx-204:   {rate / med('nginx', 'rate'):.2f}")
+    skeleton = med("skeleton", "rate")
+    print(f"ratio skeleton / aiohttp-204: {skeleton / med('aiohttp', 'rate'):.2f}   (durability and delivery alone)")
+    print(f"tagrelay's work beyond the skeleton: {med('tagrelay', 'cpu_us_per_hit') - med('skeleton', 'cpu_us_per_hit'):.0f} µs CPU/hit;"
+          f" the skeleton's beyond the bare handler: {med('skeleton', 'cpu_us_per_hit') - med('aiohttp', 'cpu_us_per_hit'):.0f}")  # fmt: skip
     print("tagrelay accepted hits/s per core (target >= 3500):")
     if one_core:
         print(f"  one worker alone on one core, measured: {med('tagrelay-1core', 'rate'):.0f}")
