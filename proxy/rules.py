@@ -221,7 +221,8 @@ def load_rules(directory: Path, env: TMapping[str, str] | None = None) -> RuleSe
     for label, i, body in raw_routes:
         where = f"{label}: routes[{i}]"
         route, errs = _route(label, i, body, set(destinations) | set(disabled), set(declared))
-        problems.extend(f"{where}.{e}" for e in errs)
+        name = body.get("name")
+        problems.extend(_in_route(where, name.strip() and name if isinstance(name, str) else "", e) for e in errs)
         if route is not None:
             if route.name in seen_names:
                 problems.append(f"{where}.name: route name {route.name!r} is used twice")
@@ -236,6 +237,14 @@ def load_rules(directory: Path, env: TMapping[str, str] | None = None) -> RuleSe
     if problems:
         raise RulesError(problems)
     return RuleSet(destinations, route_list, warnings, disabled)
+
+
+def _in_route(where: str, name: str, problem: str) -> str:
+    """``FILE: routes[1].to in route 'checkout': message``: the index to find it, the name to know it."""
+    key, sep, message = problem.partition(": ")
+    if not (name and sep):
+        return f"{where}.{problem}"
+    return f"{where}.{key} in route {name!r}: {message}"
 
 
 def _destination(

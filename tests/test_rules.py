@@ -49,6 +49,13 @@ def test_every_problem_is_reported_at_once_with_file_and_key(tmp_path):
     assert any("20-b.toml: destinations.m" in p and "PIXEL" in p for p in found)
 
 
+def test_a_named_routes_problem_names_the_route_beside_its_index(tmp_path):
+    """In a file of many routes, 'routes[1]' alone sends the user counting; the name finds it at once."""
+    write(tmp_path, FILE_DEST + '[[routes]]\nname = "all"\nto = ["log"]\n[[routes]]\nname = "checkout"\nto = ["lgo"]\n')
+    (found,) = problems(tmp_path)
+    assert "10-test.toml: routes[1].to in route 'checkout': no destination named 'lgo'" in found
+
+
 def test_toml_syntax_error_names_the_file_and_line(tmp_path):
     """A TOML error is reported with its file and line."""
     write(tmp_path, "[destinations.x\n")
