@@ -12,6 +12,7 @@ from aiohttp import web
 
 from proxy.delivery import Breaker, Delivery, Outbox, QueuedRow, RetryPolicy, Row
 from proxy.delivery.sender import _chunks
+from proxy import __version__
 from proxy.vendors.webhook import Webhook
 from tests.standins import Canned
 
@@ -23,10 +24,12 @@ class Hook:
 
     def __init__(self, answers: list[Canned] | None = None) -> None:
         self.bodies: list[bytes] = []
+        self.user_agents: list[str | None] = []
         self.script = deque(answers or [])
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         self.bodies.append(await request.read())
+        self.user_agents.append(request.headers.get("User-Agent"))
         return self.script.popleft().response() if self.script else web.Response(status=200)
 
 
@@ -67,6 +70,13 @@ async def test_batches_up_to_the_adapter_limit(aiohttp_server, tmp_path):
     d = await run(tmp_path, Webhook("hook", {"url": url, "batch": 3}), [row(i) for i in range(7)])
     assert sent(d) == 7
     assert sorted(len(orjson.loads(body)) for body in hook.bodies) == [1, 3, 3]
+
+
+async def test_vendor_requests_name_tagrelay_as_their_user_agent(aiohttp_server, tmp_path):
+    """A receiver's logs show who calls it: tagrelay and its version, not aiohttp's default."""
+    hook, url = await hook_server(aiohttp_server)
+    await run(tmp_path, Webhook("hook", {"url": url}), [row(1)])
+    assert hook.user_agents == [f"tagrelay/{__version__}"]
 
 
 async def test_retryable_answers_are_retried_until_ok(aiohttp_server, tmp_path):

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from .. import __version__
 from ..telemetry import Metrics
 from ..vendors.base import Adapter, Answer, Outcome, Verdict
 from .outbox import LedgerRow, Outbox, OutboxError, QueuedRow, Row
@@ -141,7 +142,9 @@ class Delivery:
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=100, limit_per_host=self._concurrency, ttl_dns_cache=300)
-        self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
+        # Adapters may set their own (Reddit's asks for a descriptive one).
+        agent = {"User-Agent": f"tagrelay/{__version__}"}
+        self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout, headers=agent)
         for lane in self._lanes.values():
             lane.task = asyncio.create_task(self._work(lane), name=f"delivery:{lane.name}")
 
