@@ -219,8 +219,12 @@ def _event(e: Any, where: str, s: Settings, now: float) -> HitEvent:
 
 
 def _value(v: Any, where: str, s: Settings, depth: int) -> Any:
-    if v is None or isinstance(v, (bool, int)):
+    if v is None or isinstance(v, bool):
         return v
+    if isinstance(v, int):
+        # Past 64 bits (orjson reads up to 2**64 - 1), the double JavaScript
+        # would hold: adapters' arithmetic and JSON encoders take no wider int.
+        return v if -(2**63) <= v < 2**63 else float(v)
     if isinstance(v, float):
         return v  # orjson refuses NaN and infinities already
     if isinstance(v, str):

@@ -414,7 +414,7 @@ def _event(
                 continue
             params[_param_name(key, 4, where)] = number
         elif (match := _ITEM_KEY.match(key)) is not None:
-            n = int(match.group(1))
+            n = int(match.group(1)) if len(match.group(1)) <= 6 else _MAX_ITEMS + 1
             if n == 0:
                 raise HitError(f"{where}: {key}: items are numbered from pr1")
             if n > _MAX_ITEMS:
@@ -542,11 +542,18 @@ def _form(text: str, where: str) -> dict[str, str]:
 
 
 def _number(text: str) -> int | float | None:
-    """A JavaScript number's text as int or float; None if it is not one (or not finite)."""
+    """A JavaScript number's text as int or float; None if it is not one (or not finite).
+
+    An integer past 64 bits becomes the double a browser holds for it: JSON
+    encoders and vendors take no wider integer, and int() refuses more than
+    4,300 digits outright.
+    """
     if not _JS_NUMBER.match(text):
         return None
-    if _JS_INTEGER.match(text):
-        return int(text)
+    if _JS_INTEGER.match(text) and len(text) <= 20:
+        whole = int(text)
+        if -(2**63) <= whole < 2**63:
+            return whole
     value = float(text)
     return value if math.isfinite(value) else None
 

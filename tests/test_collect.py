@@ -41,6 +41,13 @@ def test_client_time_far_from_server_time_is_replaced():
     assert parse_hit(raw, S, NOW).events[0].time == NOW
 
 
+def test_an_integer_param_past_64_bits_is_kept_as_the_double_javascript_holds():
+    """quantity 18446744073709551615 (orjson reads it as an int) is 2**64 as a float, which adapters can multiply."""
+    raw = b'{"events":[{"name":"purchase","params":{"quantity":18446744073709551615,"n":[-9223372036854775809]}}]}'
+    params = parse_hit(raw, S, NOW).events[0].params
+    assert (params["quantity"], params["n"]) == (1.8446744073709552e19, [-9.223372036854776e18])
+
+
 def test_user_consent_and_click_ids_are_read():
     """User data, consent and click IDs arrive as sent, click IDs unchanged in case."""
     hit = parse_hit(

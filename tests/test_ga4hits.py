@@ -350,6 +350,21 @@ def test_string_value_becomes_a_number():
     )
 
 
+def test_a_number_past_64_bits_is_the_double_a_browser_holds():
+    """epn.v=99999999999999999999 (a 20-digit order number) is 1e20, as in JavaScript; no encoder takes the int."""
+    assert gcollect(BASE + "&en=e&epn.v=99999999999999999999").events[0].params["v"] == 1e20
+
+
+def test_a_number_of_thousands_of_digits_is_refused_as_not_a_number():
+    """epn.v with 5,000 digits is Infinity in JavaScript: a 400 naming it, not int()'s 4,300-digit error."""
+    assert "epn.v" in str(refused(BASE + "&en=e&epn.v=" + "9" * 5000))
+
+
+def test_an_item_numbered_with_thousands_of_digits_is_refused_as_out_of_range():
+    """pr999…9 is past the last item number: 413, not int()'s 4,300-digit error."""
+    assert refused(BASE + "&en=e&pr" + "9" * 5000 + "=idA").status == 413
+
+
 def test_numeric_nan_param_is_dropped():
     """epn.x=NaN (a site's NaN) is left out rather than refusing the hit."""
     assert gcollect(BASE + "&en=e&epn.x=NaN&epn.y=2").events[0].params == {"y": 2}
