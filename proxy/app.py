@@ -20,7 +20,7 @@ from .collect import _MAX_LANGUAGE, Hit, HitError, hit_from_query, parse_hit
 from .consent import ConsentPolicy, ConsentSignals, decide_consent, gpc_from_headers
 from .consent import resolve as resolve_consent
 from .delivery import Delivery, LedgerRow, Outbox, OutboxError, OutboxFull, QueuedRow, RetryPolicy
-from .enrich import Enricher
+from .enrich import Enricher, header_text
 from .events_api import authenticate, parse_api_keys, parse_server_events, to_events
 from .ga4hits import parse_gcollect
 from .model import Context, Event
@@ -325,7 +325,7 @@ async def _collect(request: web.Request) -> web.Response:
         if request.method == "POST":
             hit = parse_hit(await _body(request), settings)
         else:
-            hit = hit_from_query(_strict_query(request), request.headers.get("Referer", ""), settings)
+            hit = hit_from_query(_strict_query(request), header_text(request.headers.get("Referer", "")), settings)
     except HitError as exc:
         return await _refused(request, exc)
     return await _accept(request, hit)
@@ -497,7 +497,7 @@ async def _accept(
         gpc=gpc_from_headers(request.headers),
     )
     ctx.screen = hit.screen
-    ctx.language = hit.language or request.headers.get("Accept-Language", "").split(",")[0].strip()[:_MAX_LANGUAGE]
+    ctx.language = hit.language or header_text(request.headers.get("Accept-Language", "")).split(",")[0].strip()[:_MAX_LANGUAGE]
     consent = resolve_consent(signals, ctx.geo.country if ctx.geo else None, request.app[CONSENT_POLICY])
     ctx.consent, ctx.consent_state = consent.as_dict(), consent
     analytics = consent.granted("analytics")

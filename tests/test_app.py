@@ -48,6 +48,34 @@ async def test_accepted_hit_is_answered_204_and_delivered(client, tmp_path):
     assert [(x["name"], x["id"]) for x in lines(tmp_path)] == [("page_view", "ev-1")]
 
 
+async def raw_request(client, method: str, path: str, head: bytes, body: bytes = b"") -> bytes:
+    """One request written byte for byte (aiohttp's client would encode the headers); the status line back."""
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    writer.write(method.encode() + b" " + path.encode() + b" HTTP/1.1\r\nHost: shop.example\r\n" + head
+                 + b"Content-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)  # fmt: skip
+    status = await reader.readline()
+    writer.close()
+    return status
+
+
+async def test_header_bytes_that_are_not_utf8_are_stored_as_replacement_characters(client, tmp_path):
+    """A Latin-1 user agent and language (real, from old clients) still deliver the event, the odd byte as U+FFFD."""
+    head = b"User-Agent: Mozilla/5.0 (Linux; B\xfcro)\r\nAccept-Language: fr-\xe9\r\n"
+    assert await raw_request(client, "POST", "/e", head, orjson.dumps(HIT)) == b"HTTP/1.1 204 No Content\r\n"
+    assert await client.app[DELIVERY].wait_idle(5)
+    (event,) = lines(tmp_path)
+    assert (event["context"]["user_agent"], event["context"]["language"]) == ("Mozilla/5.0 (Linux; B\ufffdro)", "fr-\ufffd")
+
+
+async def test_a_pixel_hits_referer_with_bytes_that_are_not_utf8_still_delivers_its_event(client, tmp_path):
+    """GET /e?n= takes its page from the Referer; a Latin-1 byte there is U+FFFD, not a dropped event."""
+    head = b"Referer: https://shop.example/b\xfcro\r\n"
+    assert await raw_request(client, "GET", "/e?n=page_view", head) == b"HTTP/1.1 204 No Content\r\n"
+    assert await client.app[DELIVERY].wait_idle(5)
+    (event,) = lines(tmp_path)
+    assert event["page"]["url"] == "https://shop.example/b\ufffdro"
+
+
 async def test_visitor_cookie_is_httponly_secure_lax_and_long_lived(client):
     """The first-party visitor ID is set by the server as HttpOnly; Secure; SameSite=Lax, 400 days."""
     resp = await client.post("/e", data=orjson.dumps(HIT))

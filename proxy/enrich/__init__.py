@@ -27,13 +27,25 @@ from .geo import GeoReader
 from .ids import CLICK_COOKIE, CookieSpec, one_off_ga_client_id, resolve_ids
 from .useragent import UserAgentParser
 
-__all__ = ["Enricher", "CookieSpec"]
+__all__ = ["Enricher", "CookieSpec", "header_text"]
 
 log = logging.getLogger("proxy.enrich")
 
 _FIRST_VISIT_SECS = 10.0
 _FIRST_VISIT_MAX = 50_000
 _NOT_SHARED = frozenset({"_fbc", CLICK_COOKIE})
+
+
+def header_text(value: str) -> str:
+    """A header's value as text that can be stored: bytes that are not UTF-8 become U+FFFD.
+
+    aiohttp keeps such bytes as lone surrogates (``surrogateescape``), which
+    no JSON encoder takes: one Latin-1 byte in a User-Agent made every
+    payload of the hit unserialisable, dropped after a 204.
+    """
+    if value.isascii():
+        return value
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 class Enricher:
@@ -85,7 +97,7 @@ class Enricher:
                 " behind a proxy or load balancer set TAGRELAY_TRUSTED_PROXIES",
                 ip,
             )
-        user_agent = headers.get("User-Agent", "")
+        user_agent = header_text(headers.get("User-Agent", ""))
         ctx = Context(ip=ip, user_agent=user_agent, ua=self.ua.parse(user_agent))
         if self.geo is not None and ip:
             ctx.geo = self.geo.lookup(ip)
