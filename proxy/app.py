@@ -373,7 +373,27 @@ async def _store(
             headers={**_NO_STORE, "Retry-After": "60"},
         )
     metrics.events_accepted.inc(len(events))
+    for entry in ledger:
+        if entry.what == "dropped":
+            metrics.dropped.labels(entry.destination).inc()
+            _log_drop(entry)
     return rows, ledger
+
+
+_drops_logged: dict[str, float] = {}  # destination -> when its last drop was logged
+
+
+def _log_drop(entry: LedgerRow) -> None:
+    """A rule or an event a destination cannot take needs a look, but not a line per event: one a minute per destination."""
+    now = time.monotonic()
+    if now - _drops_logged.get(entry.destination, -60.0) < 60:
+        return
+    _drops_logged[entry.destination] = now
+    log.warning(
+        "event %s not sent to %s: %s (further drops there are counted in tagrelay_events_dropped_total,"
+        " logged at most once a minute; tagrelay trace EVENT_ID tells each one's story)",
+        entry.event_id, entry.destination, entry.detail,
+    )  # fmt: skip
 
 
 _refusals = {"last": 0.0, "count": 0}

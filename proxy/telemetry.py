@@ -78,6 +78,12 @@ class Metrics:
         self.sent = Counter("tagrelay_delivery_sent", "Events a vendor accepted", ["destination"], registry=r)
         self.retried = Counter("tagrelay_delivery_retried", "Events scheduled for another attempt", ["destination"], registry=r)
         self.dead = Counter("tagrelay_delivery_dead", "Events a vendor refused for good (dead letters)", ["destination"], registry=r)
+        self.dropped = Counter(
+            "tagrelay_events_dropped",
+            "Events a route sent to a destination that could not be rendered for it (tagrelay trace says why)",
+            ["destination"],
+            registry=r,
+        )
         self.requests = Counter(
             "tagrelay_delivery_requests", "Requests to vendors by outcome", ["destination", "outcome"], registry=r
         )
@@ -95,7 +101,7 @@ class Metrics:
 
     def destination(self, name: str) -> None:
         """Start a destination's counters at 0."""
-        for counter in (self.sent, self.retried, self.dead):
+        for counter in (self.sent, self.retried, self.dead, self.dropped):
             counter.labels(name)
 
     def value(self, name: str, **labels: str) -> float:

@@ -268,6 +268,40 @@ async def test_a_bug_answered_500_is_counted_as_a_hit(client, monkeypatch, caplo
     assert resp.status == 500 and 'tagrelay_hits_total{status="500"} 1.0' in text
 
 
+@pytest.fixture
+async def failing_route(aiohttp_client, tmp_path):
+    """A route whose template fails at run time for every event (tagrelay check cannot know 1/0 fails)."""
+    d = tmp_path / "rules"
+    d.mkdir()
+    (d / "10.toml").write_text(
+        f'[destinations.log]\ntype = "file"\npath = "{tmp_path}/events.jsonl"\n'
+        '[[routes]]\nname = "broken"\nto = ["log"]\nset = { "a" = "{{ 1/0 }}" }\n'
+    )
+    settings = Settings(rules_dir=d, data_dir=tmp_path)
+    return await aiohttp_client(make_app(settings, load_rules(d, env={})))
+
+
+async def test_events_a_destination_cannot_take_are_counted_per_destination(failing_route):
+    """Two hits answered 204 whose events never reach 'log' show as 2 in tagrelay_events_dropped_total."""
+    for _ in range(2):
+        assert (await failing_route.post("/e", data=orjson.dumps(HIT))).status == 204
+    text = await (await failing_route.get("/metrics")).text()
+    assert 'tagrelay_events_dropped_total{destination="log"} 2.0' in text
+
+
+async def test_dropped_events_are_logged_once_a_minute_per_destination_with_the_reason(failing_route, caplog):
+    """A WARNING names the event, the destination and the failing template; the second drop is only counted."""
+    caplog.set_level(logging.WARNING, logger="proxy.app")
+    import proxy.app
+
+    proxy.app._drops_logged.clear()
+    for _ in range(2):
+        await failing_route.post("/e", data=orjson.dumps(HIT))
+    (record,) = [r for r in caplog.records if "not sent to" in r.getMessage()]
+    assert record.levelno == logging.WARNING
+    assert "event ev-1 not sent to log: route 'broken': set.a" in record.getMessage()
+
+
 async def test_outbox_depth_is_0_for_a_destination_with_nothing_waiting(client):
     """An empty outbox still shows each destination's depth and age series, at 0."""
     for _ in range(100):  # housekeeping's first pass runs as the service starts
