@@ -439,7 +439,9 @@ _HIT_HANDLERS = frozenset({_collect, _events_api, _ga4_collect})
 
 async def _body(request: web.Request) -> bytes:
     try:
-        body = await request.read()
+        body = await _read(request)
+    except HitError:
+        raise
     except web.HTTPRequestEntityTooLarge:
         limit = request.app[SETTINGS].max_body_bytes
         raise HitError(f"body: over the limit of {limit} bytes", 413, body_unread=_decoded(request)) from None
@@ -463,15 +465,30 @@ async def _body(request: web.Request) -> bytes:
     return body
 
 
+async def _read(request: web.Request) -> bytes:
+    """The whole body; a HitError 408 when it has not all come within the body timeout."""
+    if request.content.is_eof():  # all there already: the usual small hit
+        return await request.read()
+    limit = request.app[SETTINGS].body_timeout_secs
+    try:
+        async with asyncio.timeout(limit):
+            return await request.read()
+    except TimeoutError:
+        raise HitError(f"body: not received within {limit:g} s", 408, body_unread=True) from None
+
+
 def _decoded(request: web.Request) -> bool:
     """Whether aiohttp decodes this body (a Content-Encoding): reading the rest of it costs CPU."""
     return request.headers.get("Content-Encoding", "").strip().lower() not in ("", "identity")
 
 
+_REJECTED_AS = {413: "too_large", 408: "timeout"}  # HitError status -> tagrelay_events_rejected_total reason
+
+
 async def _refused(request: web.Request, exc: HitError) -> web.Response:
     log.debug("hit refused: %s", exc)
     metrics = request.app[METRICS]
-    metrics.events_rejected.labels("too_large" if exc.status == 413 else "invalid").inc(exc.events)
+    metrics.events_rejected.labels(_REJECTED_AS.get(exc.status, "invalid")).inc(exc.events)
     response = _error(exc.status, str(exc))
     if exc.body_unread:
         # Left alone, aiohttp reads the rest of a refused body after the

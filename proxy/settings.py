@@ -71,6 +71,9 @@ class Settings:
     max_events_per_hit: int = 50
     max_string_chars: int = 2048
     max_params: int = 100
+    # Longest a hit's body may take to arrive once its headers have: a client
+    # trickling one must not hold a connection (a file descriptor) forever.
+    body_timeout_secs: float = 20.0
     # Accepted skew between client event time and server time.
     max_clock_skew_secs: int = 24 * 3600
     static_dir: Path = field(default_factory=lambda: Path(__file__).resolve().parent.parent / "static")
@@ -145,7 +148,7 @@ class Settings:
         ):
             if getattr(self, name) < least:
                 raise SettingsError(f"{_var(name)} {getattr(self, name)}: must be at least {least}")
-        for name in ("delivery_timeout_secs", "retry_cap_secs"):
+        for name in ("delivery_timeout_secs", "retry_cap_secs", "body_timeout_secs"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise SettingsError(f"{_var(name)} {value}: must be a number of seconds more than 0")

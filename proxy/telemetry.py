@@ -60,7 +60,7 @@ class _OutboxGauges(Collector):
 
 
 # Why events are refused (tagrelay_events_rejected_total{reason}).
-REJECT_REASONS = ("invalid", "too_large", "outbox_full", "outbox_error")
+REJECT_REASONS = ("invalid", "too_large", "timeout", "outbox_full", "outbox_error")
 
 
 class Metrics:

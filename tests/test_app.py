@@ -76,6 +76,19 @@ async def test_a_pixel_hits_referer_with_bytes_that_are_not_utf8_still_delivers_
     assert event["page"]["url"] == "https://shop.example/b\ufffdro"
 
 
+async def test_a_body_that_does_not_arrive_in_time_is_answered_408_and_its_connection_closed(aiohttp_client, tmp_path):
+    """A client that sends headers and part of a body, then nothing, holds no connection past the body timeout."""
+    settings = Settings(rules_dir=rules_dir(tmp_path), data_dir=tmp_path, body_timeout_secs=0.2)
+    client = await aiohttp_client(make_app(settings, load_rules(settings.rules_dir, env={})))
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    writer.write(b'POST /e HTTP/1.1\r\nHost: shop.example\r\nContent-Length: 100\r\n\r\n{"events":[')
+    answer = await asyncio.wait_for(reader.read(), 5)  # read() returns once the server closes
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 408 ") and b"body: not received within 0.2 s" in answer
+    text = await (await client.get("/metrics")).text()
+    assert 'tagrelay_events_rejected_total{reason="timeout"} 1.0' in text
+
+
 async def test_visitor_cookie_is_httponly_secure_lax_and_long_lived(client):
     """The first-party visitor ID is set by the server as HttpOnly; Secure; SameSite=Lax, 400 days."""
     resp = await client.post("/e", data=orjson.dumps(HIT))
