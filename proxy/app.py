@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import logging
 import time
+import zlib
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -72,7 +73,11 @@ class Script:
 
 
 def make_app(settings: Settings, rules: RuleSet) -> web.Application:
-    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[_last_resort])
+    app = web.Application(
+        client_max_size=settings.max_body_bytes,
+        middlewares=[_last_resort],
+        handler_args={"auto_decompress": False},  # _body decodes, checking each stream's end
+    )
     app[SETTINGS] = settings
     # Opened here, not at start-up, so a bad geo database is a clear error
     # before the server binds (GeoDatabaseError is a SettingsError).
@@ -438,30 +443,52 @@ async def _ga4_collect(request: web.Request) -> web.Response:
 _HIT_HANDLERS = frozenset({_collect, _events_api, _ga4_collect})
 
 async def _body(request: web.Request) -> bytes:
+    """The body as sent, decoded here rather than by aiohttp (make_app turns its decoding off).
+
+    aiohttp's decoder does not check that a gzip stream ends: a body cut
+    short decoded to what came before the cut, and /g/collect stored its
+    last line half-written. It also answered encodings it lacks (br, zstd)
+    itself, in plain text naming the Python package to install.
+    """
     try:
-        body = await _read(request)
+        raw = await _read(request)
     except HitError:
         raise
     except web.HTTPRequestEntityTooLarge:
         limit = request.app[SETTINGS].max_body_bytes
-        raise HitError(f"body: over the limit of {limit} bytes", 413, body_unread=_decoded(request)) from None
+        raise HitError(f"body: over the limit of {limit} bytes", 413) from None
     except asyncio.CancelledError:
         raise
-    except Exception as exc:  # undecodable Content-Encoding, a client gone mid-body, ...
-        why = f"body: cannot be read ({type(exc).__name__}); send it plain or with valid gzip"
-        raise HitError(why, body_unread=_decoded(request) and not isinstance(exc, ConnectionError)) from None
-    if not body and request.content_length and _decoded(request):
-        # A gzip stream cut short decodes to nothing, without an error.
-        # TODO(truncated gzip): cut later, it decodes to what came before the
-        # cut, also without an error (aiohttp does not check the stream's
-        # end), and /g/collect takes the lines it got. Ends when tagrelay
-        # decodes bodies itself (the server's auto_decompress off, zlib here,
-        # checking eof), with a test that a gzip body cut mid-line is a 400.
-        raise HitError(
-            f"body: {request.content_length} bytes of {request.headers['Content-Encoding']} decode to no data"
-            " (empty, or cut short);"
-            " send it plain or with valid gzip"
-        )
+    except Exception as exc:  # a client gone mid-body, a malformed chunk, ...
+        why = f"body: cannot be read ({type(exc).__name__})"
+        raise HitError(why, body_unread=not isinstance(exc, ConnectionError)) from None
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding in ("", "identity"):
+        return raw
+    return _inflate(raw, encoding, request.app[SETTINGS].max_body_bytes)
+
+
+_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+
+
+def _inflate(raw: bytes, encoding: str, limit: int) -> bytes:
+    """A gzip or deflate body decoded to its end, never past ``limit`` bytes; a HitError otherwise."""
+    wbits = _WBITS.get(encoding)
+    if wbits is None:
+        raise HitError(f"body: Content-Encoding {encoding!r} is not supported; send it plain, gzip or deflate", 415)
+    if encoding == "deflate" and raw and raw[0] & 0x0F != 8:
+        wbits = -zlib.MAX_WBITS  # no zlib header: the raw deflate some clients send as "deflate"
+    inflater = zlib.decompressobj(wbits)
+    try:
+        body = inflater.decompress(raw, limit + 1)  # a bomb stops here, one byte past the limit
+    except zlib.error:
+        raise HitError(f"body: not valid {encoding}; send it plain or with valid gzip") from None
+    if len(body) > limit:
+        raise HitError(f"body: {len(raw)} bytes of {encoding} decode to over the limit of {limit} bytes", 413)
+    if not inflater.eof:
+        raise HitError(f"body: the {encoding} stream ends before its end marker ({len(raw)} bytes came); send it whole")
+    if inflater.unused_data:
+        raise HitError(f"body: {len(inflater.unused_data)} bytes after the end of the {encoding} stream")
     return body
 
 
@@ -477,11 +504,6 @@ async def _read(request: web.Request) -> bytes:
         raise HitError(f"body: not received within {limit:g} s", 408, body_unread=True) from None
 
 
-def _decoded(request: web.Request) -> bool:
-    """Whether aiohttp decodes this body (a Content-Encoding): reading the rest of it costs CPU."""
-    return request.headers.get("Content-Encoding", "").strip().lower() not in ("", "identity")
-
-
 _REJECTED_AS = {413: "too_large", 408: "timeout"}  # HitError status -> tagrelay_events_rejected_total reason
 
 
@@ -493,11 +515,10 @@ async def _refused(request: web.Request, exc: HitError) -> web.Response:
     if exc.body_unread:
         # Left alone, aiohttp reads the rest of a refused body after the
         # answer, so that a client still sending gets it before the close.
-        # For a plain body that is cheap; an encoded one is decoded as it is
-        # read: a 1 MB gzip bomb is inflated to 1 GB on the event loop,
-        # seconds of every client's time, and a body it cannot decode fails
-        # again there, logged at ERROR. So answer, then close; a client still
-        # sending such a body may see a reset instead of the answer.
+        # That is cheap for the raw bytes of one over the limit; but a body
+        # too slow to arrive would hold the connection on, and one aiohttp
+        # could not read fails again there, logged at ERROR. So answer, then
+        # close; a client still sending may see a reset instead of the answer.
         response.force_close()
         try:
             await response.prepare(request)

@@ -52,7 +52,7 @@ _MAX_USER_VALUE = 512
 
 
 class HitError(ValueError):
-    """The hit is unusable; ``status`` is the HTTP status to answer (400, 413, or 408 for a body too slow).
+    """The hit is unusable; ``status`` is the HTTP status to answer (400, 413, 415, or 408 for a body too slow).
 
     ``events`` is how many events the refused hit carried, once its list of
     events was read (see :func:`refusing`); a hit refused before that, such
