@@ -537,7 +537,11 @@ def _action_source(value: Any, where: str) -> str:
 
 
 def _user_id(value: Any, where: str) -> str:
-    return _printable(value, where, _MAX_USER_VALUE)
+    text = _printable(value, where, _MAX_USER_VALUE)
+    if not text.strip():
+        # Sent on as an ID, it would make every such event one person to the vendors.
+        raise HitError(f"{where}: blank; leave user_id out when the user is not known")
+    return text
 
 
 def _params(params: Any, where: str, s: Settings) -> dict[str, Any]:

@@ -368,7 +368,9 @@ def _request_level(hit: GA4Hit, q: dict[str, str]) -> None:
         raise HitError(
             f"query: uid must be printable and at most {_MAX_USER_ID} characters"
         )
-    hit.user_id = uid or None  # gtag sends "uid=" when user_id is set to empty
+    # gtag sends "uid=" when user_id is set to empty; a blank one names no one
+    # either, and sent on it would make all such visitors one user.
+    hit.user_id = uid if uid.strip() else None
     hit.language = _short(q.get("ul", ""), "ul", _MAX_LANGUAGE)
     hit.screen = _short(q.get("sr", ""), "sr", _MAX_SCREEN)
     hit.consent = google_consent(q.get("gcs"), q.get("gcd"), q.get("npa"))

@@ -322,6 +322,7 @@ DEEP: Any = {"a": {"b": {"c": {"d": 1}}}}
         (with_field("page.url", "u" * 2049), 413, "events[0].page.url: 2049 characters is over the limit of 2048"),
         (with_field("user", []), 400, "events[0].user: must be an object"),
         (with_field("user_id", ""), 400, "events[0].user_id: must be a printable string of 1 to 512"),
+        (with_field("user_id", "  "), 400, "events[0].user_id: blank; leave user_id out when the user is not known"),
         (with_field("params", [1]), 400, "events[0].params: must be an object"),
         (
             with_field("params", {f"p{i}": i for i in range(101)}),
@@ -385,6 +386,7 @@ DEEP: Any = {"a": {"b": {"c": {"d": 1}}}}
         "page-url-too-long",
         "user-not-object",
         "user-id-empty",
+        "user-id-blank",
         "params-not-object",
         "too-many-params",
         "param-key-too-long",

@@ -274,6 +274,11 @@ def test_empty_uid_is_no_user_id():
     assert capture(24).user_id is None
 
 
+def test_a_blank_uid_is_no_user_id():
+    """uid=%20 names no one; kept, it would make every such visitor one user to the vendors."""
+    assert gcollect(BASE + "&en=page_view&uid=%20%20").user_id is None
+
+
 def test_user_id_is_read():
     """A non-empty uid is the user ID."""
     assert gcollect(BASE + "&uid=user-42&en=login").user_id == "user-42"
