@@ -291,6 +291,7 @@ async def _tidy(app: web.Application) -> None:
         # Rows another worker was sending when the rules lost their
         # destination: dead letters once it gave them back.
         await _bury_lost(delivery.outbox, rules)
+    await delivery.outbox.recheck()
     metrics.outbox.breakers = delivery.breaker_open()
     metrics.outbox.full = delivery.outbox.full_reason
     if time.time() - app[_LAST_PRUNE][0] > 3600:

@@ -384,6 +384,17 @@ async def test_full_outbox_refuses_hits_with_503_and_readyz_fails(aiohttp_client
     assert ready.status == 503 and "limit is 1" in (await ready.json())["reason"]
 
 
+async def test_readyz_recovers_at_housekeeping_once_the_outbox_has_room(client):
+    """No event reaches a service its load balancer took out; housekeeping alone must bring /readyz back."""
+    import proxy.app
+
+    outbox = client.app[DELIVERY].outbox
+    outbox.full_reason = f"outbox holds {outbox.max_rows} rows, the limit is {outbox.max_rows}"  # since emptied
+    assert (await client.get("/readyz")).status == 503
+    await proxy.app._tidy(client.app)
+    assert (await client.get("/readyz")).status == 200
+
+
 async def test_a_full_outbox_counts_each_refused_event(aiohttp_client, tmp_path):
     """A hit of two events refused because the outbox is full is two refused events."""
     settings = Settings(rules_dir=rules_dir(tmp_path), data_dir=tmp_path, outbox_max_rows=1)

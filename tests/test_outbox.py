@@ -122,6 +122,25 @@ async def test_full_outbox_refuses_with_a_clear_reason(tmp_path):
     await box.close()
 
 
+async def test_a_disk_full_outbox_accepts_again_once_there_is_room_without_waiting_for_an_event(tmp_path):
+    """/readyz takes a full service out of the load balancer, so no event would come to clear the state: recheck does."""
+    box = Outbox(tmp_path / "o.sqlite3")
+    await box.open()
+    db = box._conn()  # the outbox's own connection: SQLite's page cap stands in for a full disk
+    pages = (await box._run(lambda: db.execute("PRAGMA page_count").fetchone()))[0]
+    await box._run(db.execute, f"PRAGMA max_page_count = {pages}")
+    big = QueuedRow("meta", "e1", 1000.0, "", b"x" * 100_000, None)
+    with pytest.raises(OutboxFull):
+        await box.put([big])
+    assert box.full_reason.startswith("disk full")
+    await box.recheck()
+    assert box.full_reason.startswith("disk full")  # still no room
+    await box._run(db.execute, "PRAGMA max_page_count = 1073741823")
+    await box.recheck()
+    assert box.full_reason == ""
+    await box.close()
+
+
 async def test_one_queued_entry_naming_several_destinations_traces_as_one_line_each(outbox):
     """plan_rows writes a route's destinations as one "queued" entry; trace gives each destination its own."""
     await outbox.put([q(1, "meta"), q(1, "ga4")], [LedgerRow("e1", 10.0, "meta,ga4", "queued", "route 'a'")])

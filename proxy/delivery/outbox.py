@@ -610,6 +610,33 @@ class Outbox:
         self._write(work)
         return found
 
+    async def recheck(self) -> None:
+        """Clear :attr:`full_reason` once there is room again, whether or not new events come.
+
+        Only a commit cleared it, and a service that /readyz takes out of a
+        load balancer gets no events: it stayed "not ready" for good after
+        the disk had room again. Disk full: a write of 256 KB, taken back,
+        shows there is room. Past ``max_rows``: the count, refreshed by
+        :meth:`depth`, shows it.
+        """
+        if not self.full_reason:
+            return
+        if self.full_reason.startswith("disk full"):
+            try:
+                await self._run(self._probe_room)
+            except sqlite3.Error:
+                return
+        elif self._rows_estimate >= self.max_rows:
+            return
+        log.info("outbox %s: there is room again; accepting events", self.path)
+        self.full_reason = ""
+
+    def _probe_room(self) -> None:
+        with self._tx() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS room_probe (b BLOB)")
+            db.execute("INSERT INTO room_probe VALUES (zeroblob(262144))")
+            db.execute("DELETE FROM room_probe")
+
     async def depth(self, now: float | None = None) -> dict[str, tuple[int, float]]:
         """Per destination: rows waiting and the age in seconds of the oldest."""
         result: dict[str, tuple[int, float]] = await self._run(self._depth, time.time() if now is None else now)
