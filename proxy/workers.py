@@ -11,6 +11,7 @@ reload.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
 import os
@@ -55,7 +56,7 @@ def supervise(settings: Settings, count: int, run_worker: Callable[..., int]) ->
     def start(index: int) -> None:
         proc = ctx.Process(
             target=_child,
-            args=(run_worker, settings, index == 0),
+            args=(run_worker, settings, index == 0, os.getpid()),
             name=f"tagrelay-worker-{index}",
             daemon=False,
         )
@@ -128,10 +129,30 @@ def supervise(settings: Settings, count: int, run_worker: Callable[..., int]) ->
     return 2 if failed else 0  # 2: the CLI's "cannot run as configured"
 
 
-def _child(run_worker: Callable[..., int], settings: Settings, announce: bool) -> None:
+def _child(run_worker: Callable[..., int], settings: Settings, announce: bool, supervisor: int) -> None:
     # Signals stay blocked here: run_worker sets the worker's handlers, then
     # lets them in (a SIGHUP sent meanwhile then still reloads).
+    _stop_with(supervisor)
     raise SystemExit(run_worker(settings, announce=announce, supervised=True))
+
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _stop_with(supervisor: int) -> None:
+    """SIGTERM this worker when its supervisor dies, as a stop would: a graceful stop.
+
+    Killed with -9, the supervisor cannot pass its stop on, and its workers
+    went on serving with no one to restart them, holding the port against
+    the next ``tagrelay serve``.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: the worker outlives a killed supervisor
+        return
+    if os.getppid() != supervisor:  # it died before the line above took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _mark_dead(pid: int | None) -> None:

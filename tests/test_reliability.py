@@ -31,6 +31,7 @@ graceful stop (SIGTERM) there are none at all.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sqlite3
@@ -723,6 +724,26 @@ def test_a_client_gone_mid_body_logs_no_error(tmp_path, encoding):
     finally:
         svc.stop()
     assert " ERROR " not in svc.log() and "Traceback" not in svc.log(), svc.log()
+
+
+def test_workers_stop_gracefully_when_their_supervisor_is_killed(tmp_path):
+    """kill -9 of the supervisor: its workers stop as on SIGTERM (no one would restart them, and they hold the port)."""
+    svc = service(tmp_path, f'[destinations.log]\ntype = "file"\npath = "{tmp_path}/e.jsonl"\n[[routes]]\nto = ["log"]\n', workers=2)
+    svc.start()
+    workers = svc.worker_pids()
+    assert len(workers) == 2
+    svc.signal(signal.SIGKILL)
+    svc.wait(10)
+    deadline = time.monotonic() + 20
+    try:
+        while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert [pid for pid in workers if Path(f"/proc/{pid}").exists()] == []
+        assert svc.log().count("stopped") == 2, svc.log()
+    finally:
+        for pid in workers:  # left running, they would hold the port for the rest of the run
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 @pytest.mark.parametrize("workers", [1, 2])
