@@ -82,6 +82,11 @@ def _parser() -> argparse.ArgumentParser:
     im.add_argument("--source", required=True, help="where these events come from (e.g. crm, store)")
     im.add_argument("--rules", type=Path, help="directory of rule files (default: TAGRELAY_RULES_DIR or ./rules)")
     im.add_argument("--delimiter", help="the column separator (default: detected from the header)")
+    im.add_argument(
+        "--skip-disabled",
+        action="store_true",
+        help="queue rows even though some routed destinations are disabled here (their rows are skipped for good)",
+    )
     im.set_defaults(run=_import)
 
     d = sub.add_parser("deadletters", help="list events a vendor refused for good, by destination and reason")
@@ -352,6 +357,26 @@ def _import(args: argparse.Namespace) -> int:
     rules = _load(args.rules or settings.rules_dir)
     if rules is None:
         return EXIT_PROBLEM
+    if not settings.outbox_file.exists():
+        # A new outbox here would be one no running tagrelay reads.
+        print(
+            f"tagrelay: no outbox at {settings.outbox_file}: run import where tagrelay serve runs, with its"
+            " TAGRELAY_DATA_DIR (or start tagrelay serve once to create it)",
+            file=sys.stderr,
+        )
+        return EXIT_PROBLEM
+    routed = {name for route in rules.routes for name in route.to}
+    disabled = sorted(routed & set(rules.disabled))
+    if disabled and not args.skip_disabled:
+        # Routing happens here, with this shell's environment: a vendor whose
+        # secrets only the service has would be skipped for good, silently.
+        print(
+            f"tagrelay: routes send to {', '.join(disabled)}, disabled here ({rules.disabled[disabled[0]]}"
+            f"{', ...' if len(disabled) > 1 else ''}); their rows would be skipped for good. Run import with"
+            " the service's environment, or pass --skip-disabled to queue the rest",
+            file=sys.stderr,
+        )
+        return EXIT_PROBLEM
     try:
         policy = ConsentPolicy.parse(settings.consent_default, gpc=settings.consent_gpc)
         enricher = Enricher(settings)
@@ -365,15 +390,21 @@ def _import(args: argparse.Namespace) -> int:
         return EXIT_PROBLEM
     for error in errors:
         print(f"{args.file}: {error}", file=sys.stderr)
-    events = to_events(items, enricher)
-    decide_consent(events, policy)
-    rows, ledger = plan_rows(rules, events, now)
+    done = queued = 0
 
     async def store() -> None:
+        # A thousand events at a time: their events, payloads and ledger
+        # entries took 24 KB a row at once, gigabytes for a large file.
+        nonlocal done, queued
         outbox = Outbox(settings.outbox_file, max_rows=settings.outbox_max_rows)
         await outbox.open()
         try:
-            await outbox.put(rows, ledger)
+            for start in range(0, len(items), _IMPORT_CHUNK):
+                events = to_events(items[start : start + _IMPORT_CHUNK], enricher)
+                decide_consent(events, policy)
+                rows, ledger = plan_rows(rules, events, now)
+                await outbox.put(rows, ledger)
+                done, queued = done + len(events), queued + len(rows)
         finally:
             await outbox.close()
             await rules.close()
@@ -384,15 +415,20 @@ def _import(args: argparse.Namespace) -> int:
         asyncio.run(store())
     except OutboxError as exc:
         print(f"tagrelay: {exc}", file=sys.stderr)
+        if done:
+            print(f"tagrelay: the first {done} of {len(items)} event(s) were queued before that", file=sys.stderr)
         return EXIT_PROBLEM
     print(
-        f"imported {len(events)} event(s) from {args.file} ({len(errors)} row(s) refused),"
-        f" {len(rows)} delivery(ies) queued in {settings.outbox_file}"
+        f"imported {done} event(s) from {args.file} ({len(errors)} row(s) refused),"
+        f" {queued} delivery(ies) queued in {settings.outbox_file}"
     )
     # 1: some rows were refused (the rest is queued); 2: nothing could be imported.
     if errors:
-        return EXIT_PROBLEM if not events else 1
+        return EXIT_PROBLEM if not done else 1
     return EXIT_OK
+
+
+_IMPORT_CHUNK = 1000  # events routed and committed together by tagrelay import
 
 
 def _empty_window(args: argparse.Namespace) -> bool:

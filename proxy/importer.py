@@ -163,6 +163,11 @@ def read_conversions_csv(
             if header is None:
                 # Reading on would take the first data row for the header.
                 raise ImportFileError(f"{path}: line {line}: the header row is not valid CSV: {exc}") from None
+            if reader.line_num >= text.count("\n") and text.count('"') % 2:
+                # An unclosed quote swallowed every line after it into one field.
+                errors.append(RowError(line, f'a quote (") opened here is never closed: lines {line} to'
+                                             f" {reader.line_num} were read as one row and none of them imported"))  # fmt: skip
+                break
             # The reader starts afresh on the next line, so later rows still count.
             errors.append(RowError(line, f"not valid CSV: {exc}"))
             continue

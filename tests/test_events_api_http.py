@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -114,30 +115,86 @@ async def test_the_same_consent_rules_apply(client, tmp_path):
     assert written(tmp_path) == []
 
 
-def test_import_queues_good_rows_and_reports_bad_ones_by_line(tmp_path):
-    """tagrelay import puts valid rows in the outbox and names each bad row's line."""
-    now = int(time.time()) - 600
+def run_import(tmp_path: Path, csv_text: str, *args: str, rules: Path | None = None, outbox: bool = True) -> Any:
+    """``tagrelay import`` of ``csv_text`` into ``tmp_path``'s outbox (made first, as ``serve`` would, unless not ``outbox``)."""
+    if outbox:
+        asyncio.run(_make_outbox(tmp_path / "outbox.sqlite3"))
     csv = tmp_path / "offline.csv"
-    csv.write_text(
-        "event_name,event_id,event_time,action_source,email,value,currency,consent_ads\n"
-        f"purchase,ord-1,{now},physical_store,a@example.com,10,EUR,granted\n"
-        f"purchase,ord-2,{now},nowhere,b@example.com,10,EUR,granted\n"
-        f"purchase,ord-3,{now},phone_call,c@example.com,12,EUR,granted\n"
-    )
+    csv.write_text(csv_text)
     env = {**os.environ, "TAGRELAY_DATA_DIR": str(tmp_path)}
-    run = subprocess.run(
-        [sys.executable, "-m", "proxy", "import", str(csv), "--source", "crm", "--rules", str(rules_dir(tmp_path))],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
-    )
-    assert run.returncode == 1, run.stderr  # 1: some rows refused, the rest queued
-    assert "line 3:" in run.stderr and "imported 2 event(s)" in run.stdout
+    return subprocess.run(
+        [sys.executable, "-m", "proxy", "import", str(csv), "--source", "crm", "--rules", str(rules or rules_dir(tmp_path)), *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
 
-    async def queued() -> list[str]:
+
+async def _make_outbox(path: Path) -> None:
+    outbox = Outbox(path)
+    await outbox.open()
+    await outbox.close()
+
+
+def queued(tmp_path: Path, destination: str = "log") -> list[str]:
+    async def claim() -> list[str]:
         outbox = Outbox(tmp_path / "outbox.sqlite3")
         await outbox.open()
         try:
-            return [r.event_id for r in await outbox.claim("log", 10, time.time())]
+            return [r.event_id for r in await outbox.claim(destination, 100_000, time.time())]
         finally:
             await outbox.close()
 
-    assert asyncio.run(queued()) == ["ord-1", "ord-3"]
+    return asyncio.run(claim())
+
+
+HEADER = "event_name,event_id,event_time,action_source,email,value,currency,consent_ads\n"
+
+
+def test_import_queues_good_rows_and_reports_bad_ones_by_line(tmp_path):
+    """tagrelay import puts valid rows in the outbox and names each bad row's line."""
+    now = int(time.time()) - 600
+    run = run_import(
+        tmp_path,
+        HEADER
+        + f"purchase,ord-1,{now},physical_store,a@example.com,10,EUR,granted\n"
+        + f"purchase,ord-2,{now},nowhere,b@example.com,10,EUR,granted\n"
+        + f"purchase,ord-3,{now},phone_call,c@example.com,12,EUR,granted\n",
+    )
+    assert run.returncode == 1, run.stderr  # 1: some rows refused, the rest queued
+    assert "line 3:" in run.stderr and "imported 2 event(s)" in run.stdout
+    assert queued(tmp_path) == ["ord-1", "ord-3"]
+
+
+def test_import_queues_every_row_of_a_file_longer_than_one_commit(tmp_path):
+    """2,500 rows go in commits of 1,000 (memory stays flat); every one of them is queued."""
+    now = int(time.time()) - 600
+    rows = "".join(f"purchase,ord-{i},{now},physical_store,a@example.com,10,EUR,granted\n" for i in range(2500))
+    run = run_import(tmp_path, HEADER + rows)
+    assert (run.returncode, run.stdout.split(" from ")[0]) == (0, "imported 2500 event(s)"), run.stderr
+    assert len(queued(tmp_path)) == 2500
+
+
+def test_import_where_no_service_keeps_an_outbox_refuses_rather_than_make_one(tmp_path):
+    """Rows put in a new outbox that no tagrelay reads would never be sent: refused, naming the place."""
+    now = int(time.time()) - 600
+    run = run_import(tmp_path, HEADER + f"purchase,ord-1,{now},physical_store,a@example.com,10,EUR,granted\n", outbox=False)
+    assert run.returncode == 2 and f"no outbox at {tmp_path / 'outbox.sqlite3'}" in run.stderr
+    assert not (tmp_path / "outbox.sqlite3").exists()
+
+
+def test_import_refuses_while_a_routed_destination_is_disabled_for_lack_of_its_variables(tmp_path):
+    """The shell lacks the vendor's secrets the service has: queueing would skip that vendor for good, silently."""
+    rules = tmp_path / "vendor-rules"
+    rules.mkdir()
+    (rules / "10.toml").write_text(
+        f'[destinations.log]\ntype = "file"\npath = "{tmp_path}/events.jsonl"\n'
+        '[destinations.meta]\ntype = "meta_capi"\noptional = true\npixel_id = "${IMPORT_TEST_PIXEL}"\n'
+        'access_token = "${IMPORT_TEST_TOKEN}"\n[[routes]]\nto = ["log", "meta"]\n'
+    )
+    now = int(time.time()) - 600
+    row = f"purchase,ord-1,{now},physical_store,a@example.com,10,EUR,granted\n"
+    refused = run_import(tmp_path, HEADER + row, rules=rules)
+    assert refused.returncode == 2 and "routes send to meta, disabled here" in refused.stderr
+    assert "--skip-disabled" in refused.stderr and queued(tmp_path) == []
+    forced = run_import(tmp_path, HEADER + row, "--skip-disabled", rules=rules)
+    assert forced.returncode == 0, forced.stderr
+    assert queued(tmp_path) == ["ord-1"]

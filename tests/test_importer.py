@@ -268,7 +268,9 @@ def test_unclosed_quote_is_reported_on_the_line_it_opens(tmp_path):
     events, errors = read(tmp_path, content)
 
     assert [e.id for e in events] == ["o1"]
-    assert [(e.line, e.message) for e in errors] == [(3, "not valid CSV: unexpected end of data")]
+    assert [(e.line, e.message) for e in errors] == [
+        (3, 'a quote (") opened here is never closed: lines 3 to 4 were read as one row and none of them imported')
+    ]
 
 
 def test_rows_after_a_broken_quote_still_import(tmp_path):
