@@ -93,7 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     _filters(d)
     d.set_defaults(run=_deadletters)
 
-    r = sub.add_parser("replay", help="queue dead letters again (after fixing a rule or a token)")
+    r = sub.add_parser("replay", help="queue dead letters again (after fixing a token, pixel ID or endpoint)")
     _filters(r)
     r.set_defaults(run=_replay)
 
@@ -432,11 +432,24 @@ _IMPORT_CHUNK = 1000  # events routed and committed together by tagrelay import
 
 
 def _empty_window(args: argparse.Namespace) -> bool:
-    """--since at or after --until selects nothing: say so rather than answer 'none'."""
+    """Filters that cannot mean what the user meant: say so rather than answer 'none', or act on everything."""
     if args.since is not None and args.until is not None and args.since >= args.until:
         print("tagrelay: --since must be before --until", file=sys.stderr)
         return True
+    if args.destination is not None and not args.destination.strip():
+        # Most likely an unset variable ("--destination $DEST"); it would select every destination.
+        print("tagrelay: --destination is empty; name a destination, or leave the option out for all", file=sys.stderr)
+        return True
     return False
+
+
+async def _none_match(outbox: Any, destination: str | None) -> str:
+    """What to say when no dead letter matches: which destinations have some, if the named one has none."""
+    if destination is None:
+        return "no dead letters"
+    others = sorted({row.destination for row in await outbox.dead_letters()})
+    where = f"; dead letters exist for: {', '.join(others)}" if others else ""
+    return f"no dead letters for destination {destination!r}{where}"
 
 
 def _deadletters(args: argparse.Namespace) -> int:
@@ -446,8 +459,9 @@ def _deadletters(args: argparse.Namespace) -> int:
     async def run() -> int:
         async with _existing_outbox() as outbox:
             rows = await outbox.dead_letters(args.destination, args.since, args.until)
+            none = await _none_match(outbox, args.destination) if not rows else ""
         if not rows:
-            print("no dead letters")
+            print(none)
             return EXIT_OK
         by: dict[tuple[str, str], list[Any]] = {}
         for row in rows:
@@ -472,10 +486,18 @@ def _replay(args: argparse.Namespace) -> int:
     async def run() -> int:
         async with _existing_outbox() as outbox:
             n = await outbox.replay(args.destination, args.since, args.until)
+            none = await _none_match(outbox, args.destination) if not n else ""
         if n == 0:
-            print("no dead letters match (see tagrelay deadletters)")
+            print(f"{none} (see tagrelay deadletters)")
             return EXIT_OK
         print(f"queued {n} dead letter(s) again; a running tagrelay sends them within a second")
+        # TODO(replay re-renders): ends when dead letters keep what rendering
+        # needs without raw personal data (per-vendor hashed user data beside
+        # the event), and replay renders them with the current rules.
+        print(
+            "they go as they were built: a fixed token, pixel ID or endpoint applies to them;"
+            " a fixed route 'set' or template does not (tagrelay keeps no raw event to build them again)"
+        )
         return EXIT_OK
 
     return _guard(run)

@@ -1,4 +1,4 @@
-"""The tagrelay command as a user runs it: check and try."""
+"""The tagrelay command as a user runs it: check, try, deadletters and replay."""
 
 from __future__ import annotations
 
@@ -173,3 +173,49 @@ def test_the_demo_starts_from_any_directory_on_the_rules_that_come_with_tagrelay
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=30)
     assert status == 200, stderr
+
+
+# -- deadletters and replay: filters -------------------------------------------------
+
+
+@pytest.fixture
+def one_dead_letter(tmp_path) -> dict[str, str]:
+    """An outbox holding one dead letter for 'meta'; the environment that points the CLI at it."""
+    import asyncio
+
+    from proxy.delivery import Outbox, QueuedRow
+
+    async def make() -> None:
+        outbox = Outbox(tmp_path / "outbox.sqlite3")
+        await outbox.open()
+        await outbox.put([QueuedRow("meta", "e1", 1000.0, "", {"n": 1})])
+        await outbox.bury(await outbox.claim("meta", 10, now=2000.0), "http 400 invalid parameter", "{}")
+        await outbox.close()
+
+    asyncio.run(make())
+    return {"TAGRELAY_DATA_DIR": str(tmp_path)}
+
+
+@pytest.mark.parametrize("command", ["deadletters", "replay"])
+def test_an_empty_destination_filter_is_refused_rather_than_taken_as_every_destination(one_dead_letter, command):
+    """--destination "" (an unset $DEST) would act on every destination: refused, and nothing replayed."""
+    run = tagrelay(command, "--destination", "", env=one_dead_letter)
+    assert run.returncode == 2 and "--destination is empty" in run.stderr
+    assert "meta: 1 event(s)" in tagrelay("deadletters", env=one_dead_letter).stdout
+
+
+def test_a_destination_without_dead_letters_is_named_with_those_that_have_some(one_dead_letter):
+    """A misspelt destination does not just say 'none': it lists where the dead letters are."""
+    run = tagrelay("replay", "--destination", "mtea", env=one_dead_letter)
+    assert run.stdout.startswith("no dead letters for destination 'mtea'; dead letters exist for: meta")
+
+
+def test_replay_says_a_fixed_template_does_not_apply_to_what_it_queued(one_dead_letter):
+    """Dead letters hold built requests: replay says which fixes reach them, so no one waits on a template fix."""
+    run = tagrelay("replay", env=one_dead_letter)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == [
+        "queued 1 dead letter(s) again; a running tagrelay sends them within a second",
+        "they go as they were built: a fixed token, pixel ID or endpoint applies to them;"
+        " a fixed route 'set' or template does not (tagrelay keeps no raw event to build them again)",
+    ]

@@ -141,6 +141,22 @@ async def test_a_disk_full_outbox_accepts_again_once_there_is_room_without_waiti
     await box.close()
 
 
+async def test_a_replay_that_cannot_be_written_says_so_and_keeps_the_dead_letters(tmp_path):
+    """On a full disk, replay raises rather than report a count it did not queue; the dead letters stay."""
+    box = Outbox(tmp_path / "o.sqlite3")
+    await box.open()
+    await box.put([QueuedRow("meta", f"e{i}", 1000.0, "", {"blob": "x" * 50_000}) for i in range(3)])
+    await box.bury(await box.claim("meta", 10, now=2000.0), "refused", "")
+    await box.put([QueuedRow("ga4", f"f{i}", 1000.0, "", {"blob": "x" * 50_000}) for i in range(3)])  # no free pages left
+    db = box._conn()  # SQLite's page cap stands in for a full disk
+    pages = (await box._run(lambda: db.execute("PRAGMA page_count").fetchone()))[0]
+    await box._run(db.execute, f"PRAGMA max_page_count = {pages}")
+    with pytest.raises(OutboxError, match="cannot queue the dead letters again .disk full"):
+        await box.replay()
+    assert len(await box.dead_letters()) == 3
+    await box.close()
+
+
 async def test_one_queued_entry_naming_several_destinations_traces_as_one_line_each(outbox):
     """plan_rows writes a route's destinations as one "queued" entry; trace gives each destination its own."""
     await outbox.put([q(1, "meta"), q(1, "ga4")], [LedgerRow("e1", 10.0, "meta,ga4", "queued", "route 'a'")])

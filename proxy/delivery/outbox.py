@@ -692,7 +692,12 @@ class Outbox:
             db.executemany("DELETE FROM dead WHERE id = ?", [(i,) for i in ids])
             moved = len(ids)
 
-        self._write(work)
+        try:  # not _write: the user must hear that nothing was queued
+            with self._tx() as db:
+                work(db)
+        except sqlite3.Error as exc:
+            why = f"disk full: {exc}" if _is_full(exc) else str(exc)
+            raise OutboxError(f"cannot queue the dead letters again ({why}); they stay dead letters") from None
         return moved
 
     async def trace(self, event_id: str) -> list[LedgerRow]:
