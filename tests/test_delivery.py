@@ -285,3 +285,29 @@ async def test_an_adapter_bug_becomes_a_dead_letter_that_says_what_to_do(tmp_pat
     (dead,) = await d.outbox.dead_letters()
     assert "tagrelay bug in the webhook adapter (KeyError" in dead.reason
     assert "tagrelay replay --destination hook" in dead.reason and "never shown" not in dead.reason
+
+
+async def test_a_stop_lets_a_request_in_flight_finish_within_its_timeout(aiohttp_server, tmp_path):
+    """A vendor answering in 10.5 s, inside a 12 s timeout: stop waits for it. Cut short, the event it
+    had taken would go again after the restart, a duplicate where the vendor does not deduplicate (GA4)."""
+    arrived: list[bytes] = []
+
+    async def slow(request: web.Request) -> web.Response:
+        arrived.append(await request.read())
+        await asyncio.sleep(10.5)
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/hook", slow)
+    server = await aiohttp_server(app)
+    outbox = Outbox(tmp_path / "outbox.sqlite3")
+    await outbox.open()
+    url = f"http://127.0.0.1:{server.port}/hook"
+    d = Delivery({"hook": Webhook("hook", {"url": url})}, outbox, policy=FAST, timeout_secs=12, poll_secs=0.02)
+    await d.start()
+    await d.accept([row(1)])
+    while not arrived:
+        await asyncio.sleep(0.01)
+    await d.stop()
+    assert (sent(d), await outbox.depth()) == (1, {})
+    await outbox.close()

@@ -202,15 +202,19 @@ class Delivery:
             await asyncio.sleep(0.02)
         return False
 
-    async def stop(self, drain_secs: float = 10.0) -> None:
+    async def stop(self, drain_secs: float | None = None) -> None:
         """Stop claiming; let requests in flight finish for up to ``drain_secs``; release the rest.
 
         Nothing is lost: whatever was not sent stays in the outbox for the
-        next start.
+        next start. By default a request in flight gets its whole timeout:
+        cut short, one the vendor had taken would be sent again after the
+        restart, a duplicate for a vendor that does not deduplicate (GA4).
         """
         self._stopping = True
         for lane in self._lanes.values():
             lane.wake.set()
+        if drain_secs is None:
+            drain_secs = (self._timeout.total or 10.0) + 1
         if self._inflight:
             await asyncio.wait(list(self._inflight), timeout=drain_secs)
         for task in [*self._inflight, *(lane.task for lane in self._lanes.values() if lane.task)]:
