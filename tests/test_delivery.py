@@ -114,6 +114,13 @@ async def test_a_batch_refused_whole_is_split_so_good_events_still_go(aiohttp_se
     assert (sent(d), count(d, "dead")) == (2, 1)
 
 
+async def test_a_batch_refused_for_its_credentials_is_not_split(aiohttp_server, tmp_path):
+    """A 401 for a batch of 3 is about the token, not an event: 3 dead letters from 1 request, not 4 requests."""
+    hook, url = await hook_server(aiohttp_server, [Canned(401)] * 10)
+    d = await run(tmp_path, Webhook("hook", {"url": url, "batch": 3}), [row(1), row(2), row(3)])
+    assert (len(hook.bodies), count(d, "dead")) == (1, 3)
+
+
 async def test_gives_up_after_max_attempts(aiohttp_server, tmp_path):
     """A vendor that keeps failing makes the event dead after max_attempts."""
     hook, url = await hook_server(aiohttp_server, [Canned(500)] * 10)

@@ -256,6 +256,15 @@ class TestClassify:
         assert outcome.verdict is Verdict.FINAL
         assert outcome.reason.startswith(f"http 400 code {code}")
 
+    @pytest.mark.parametrize(
+        "code, subcode, whole",
+        [(190, None, True), (102, None, True), (10, None, True), (200, None, True), (100, 33, True), (100, None, False)],
+    )
+    def test_errors_about_the_token_permissions_or_pixel_are_not_worth_splitting_a_batch_for(self, code, subcode, whole):
+        """A bad token refuses each event alone just the same; a bad parameter (100) may be one event's."""
+        extra = {"error_subcode": subcode} if subcode is not None else {}
+        assert adapter().classify(graph_error(code, **extra)).whole is whole
+
     @pytest.mark.parametrize("code", [1, 2, 4, 17, 32, 341, 368, 613])
     def test_transient_and_throttling_errors_retry(self, code):
         """Graph codes for temporary outages (1, 2) and throttling (4, 17, 32, 341, 368, 613) retry."""

@@ -369,7 +369,7 @@ class Delivery:
             await self.outbox.ack(rows, _entries(rows, now, name, "sent", outcome.reason))
             return
         if outcome.verdict is Verdict.FINAL:
-            if len(rows) > 1:
+            if len(rows) > 1 and not outcome.whole:
                 # The vendor refused the batch as a whole; find out which
                 # events it objects to by sending each alone.
                 log.warning("destination %s: batch of %d refused (%s); sending each event alone", name, len(rows), outcome.reason)

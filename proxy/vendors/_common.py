@@ -391,11 +391,11 @@ def with_reason(outcome: Outcome, reason: str) -> Outcome:
     return Outcome(outcome.verdict, reason, outcome.retry_after_secs)
 
 
-def refused(reason: str, headers: Mapping[str, str], *, retry: bool) -> Outcome:
-    """A failure: retried (after ``Retry-After``, if given) when ``retry``, final otherwise."""
+def refused(reason: str, headers: Mapping[str, str], *, retry: bool, whole: bool = False) -> Outcome:
+    """A failure: retried (after ``Retry-After``, if given) when ``retry``, final otherwise (see Outcome.whole)."""
     if retry:
         return Outcome(Verdict.RETRY, reason, retry_after(headers))
-    return Outcome(Verdict.FINAL, reason)
+    return Outcome(Verdict.FINAL, reason, whole=whole)
 
 
 def unexpected_success(status: int, missing: str) -> Outcome:

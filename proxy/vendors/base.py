@@ -126,6 +126,9 @@ class Outcome:
     verdict: Verdict
     reason: str = ""  # short, bounded: "http 400 code 100", "timeout"
     retry_after_secs: float | None = None
+    # FINAL for the request itself (a bad token, a missing pixel), not for an
+    # event in it: sending each event alone would only repeat the refusal.
+    whole: bool = False
 
 
 class Adapter:
@@ -187,7 +190,7 @@ def default_classify(answer: Answer) -> Outcome:
         return Outcome(Verdict.OK, f"http {status}")
     if status in (408, 425, 429) or status >= 500:
         return Outcome(Verdict.RETRY, f"http {status}", retry_after(answer.headers))
-    return Outcome(Verdict.FINAL, f"http {status}")
+    return Outcome(Verdict.FINAL, f"http {status}", whole=status in (401, 403))
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:

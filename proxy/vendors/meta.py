@@ -294,7 +294,16 @@ def _classify_error(status: int, error: Mapping[str, Any], headers: Mapping[str,
 
     transient = error.get("is_transient") is True
     retry = status >= 500 or status == 429 or transient or code in _TRANSIENT_CODES or code in _THROTTLE_CODES
-    return refused(reason, headers, retry=retry)
+    return refused(reason, headers, retry=retry, whole=_about_the_request(status, code, subcode))
+
+
+def _about_the_request(status: int, code: Any, subcode: Any) -> bool:
+    """Graph errors no event of the batch causes: the token (190, 102), permissions (10, 200-299), the pixel (100/33)."""
+    if status in (401, 403) or code in (190, 102, 10):
+        return True
+    if isinstance(code, int) and 200 <= code <= 299:
+        return True
+    return bool(code == 100 and subcode == 33)
 
 
 def _custom_data(params: Mapping[str, Any]) -> dict[str, Any]:
