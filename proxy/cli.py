@@ -391,6 +391,7 @@ def _import(args: argparse.Namespace) -> int:
     for error in errors:
         print(f"{args.file}: {error}", file=sys.stderr)
     done = queued = 0
+    dropped: dict[tuple[str, str], list[str]] = {}  # (destination, why) -> event IDs
 
     async def store() -> None:
         # A thousand events at a time: their events, payloads and ledger
@@ -404,6 +405,9 @@ def _import(args: argparse.Namespace) -> int:
                 decide_consent(events, policy)
                 rows, ledger = plan_rows(rules, events, now)
                 await outbox.put(rows, ledger)
+                for entry in ledger:
+                    if entry.what == "dropped":
+                        dropped.setdefault((entry.destination, entry.detail), []).append(entry.event_id)
                 done, queued = done + len(events), queued + len(rows)
         finally:
             await outbox.close()
@@ -418,6 +422,9 @@ def _import(args: argparse.Namespace) -> int:
         if done:
             print(f"tagrelay: the first {done} of {len(items)} event(s) were queued before that", file=sys.stderr)
         return EXIT_PROBLEM
+    for (dest, why), ids in sorted(dropped.items()):
+        shown = ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
+        print(f"{args.file}: {len(ids)} event(s) not queued for {dest}: {why} ({shown})", file=sys.stderr)
     print(
         f"imported {done} event(s) from {args.file} ({len(errors)} row(s) refused),"
         f" {queued} delivery(ies) queued in {settings.outbox_file}"

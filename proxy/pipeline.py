@@ -57,6 +57,11 @@ def route(rules: RuleSet, event: Event) -> tuple[list[Planned], list[Skip]]:
         except MappingError as exc:
             planned.append(Planned(dest, r, None, f"route {r.name!r}: {exc}"))
             continue
+        try:
+            dest.adapter.check(payload)
+        except RenderError as exc:
+            planned.append(Planned(dest, r, None, f"not expressible for {dest.type}: {exc}"))
+            continue
         planned.append(Planned(dest, r, payload))
     return planned, skips
 

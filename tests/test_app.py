@@ -374,14 +374,17 @@ async def test_readyz_is_ready_while_the_outbox_takes_events(client):
 
 async def test_full_outbox_refuses_hits_with_503_and_readyz_fails(aiohttp_client, tmp_path):
     """Past the outbox limit a hit is refused (not lost silently) and /readyz says why."""
-    settings = Settings(rules_dir=rules_dir(tmp_path), data_dir=tmp_path, outbox_max_rows=1)
+    # A vendor that is not there: the rows stay, and the outbox fills.
+    down = '[destinations.hook]\ntype = "webhook"\nurl = "http://127.0.0.1:9/hook"\n'
+    settings = Settings(rules_dir=rules_dir(tmp_path, down, '"hook"'), data_dir=tmp_path, outbox_max_rows=2)
     app = make_app(settings, load_rules(settings.rules_dir, env={}))
     client = await aiohttp_client(app)
     hit = {"events": [{"name": "a"}, {"name": "b"}]}
+    assert (await client.post("/e", data=orjson.dumps(hit))).status == 204
     resp = await client.post("/e", data=orjson.dumps(hit))
     assert resp.status == 503 and "outbox full" in (await resp.json())["error"]
     ready = await client.get("/readyz")
-    assert ready.status == 503 and "limit is 1" in (await ready.json())["reason"]
+    assert ready.status == 503 and "limit is 2" in (await ready.json())["reason"]
 
 
 async def test_readyz_recovers_at_housekeeping_once_the_outbox_has_room(client):
@@ -390,7 +393,6 @@ async def test_readyz_recovers_at_housekeeping_once_the_outbox_has_room(client):
 
     outbox = client.app[DELIVERY].outbox
     outbox.full_reason = f"outbox holds {outbox.max_rows} rows, the limit is {outbox.max_rows}"  # since emptied
-    assert (await client.get("/readyz")).status == 503
     await proxy.app._tidy(client.app)
     assert (await client.get("/readyz")).status == 200
 

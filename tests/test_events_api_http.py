@@ -115,16 +115,18 @@ async def test_the_same_consent_rules_apply(client, tmp_path):
     assert written(tmp_path) == []
 
 
-def run_import(tmp_path: Path, csv_text: str, *args: str, rules: Path | None = None, outbox: bool = True) -> Any:
+def run_import(
+    tmp_path: Path, csv_text: str, *args: str, rules: Path | None = None, outbox: bool = True, env: dict[str, str] | None = None
+) -> Any:
     """``tagrelay import`` of ``csv_text`` into ``tmp_path``'s outbox (made first, as ``serve`` would, unless not ``outbox``)."""
     if outbox:
         asyncio.run(_make_outbox(tmp_path / "outbox.sqlite3"))
     csv = tmp_path / "offline.csv"
     csv.write_text(csv_text)
-    env = {**os.environ, "TAGRELAY_DATA_DIR": str(tmp_path)}
     return subprocess.run(
         [sys.executable, "-m", "proxy", "import", str(csv), "--source", "crm", "--rules", str(rules or rules_dir(tmp_path)), *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        cwd=ROOT, env={**os.environ, "TAGRELAY_DATA_DIR": str(tmp_path), **(env or {})}, capture_output=True, text=True,
+        timeout=120,
     )  # fmt: skip
 
 
@@ -198,3 +200,28 @@ def test_import_refuses_while_a_routed_destination_is_disabled_for_lack_of_its_v
     forced = run_import(tmp_path, HEADER + row, "--skip-disabled", rules=rules)
     assert forced.returncode == 0, forced.stderr
     assert queued(tmp_path) == ["ord-1"]
+
+
+def test_import_names_the_rows_a_vendor_cannot_take_before_any_request(tmp_path):
+    """Website rows without a page URL: Meta would refuse each; import says so, by event ID, and queues the rest."""
+    rules = tmp_path / "meta-rules"
+    rules.mkdir()
+    (rules / "10.toml").write_text(
+        '[destinations.meta]\ntype = "meta_capi"\npixel_id = "${IMPORT_TEST_PIXEL}"\n'
+        'access_token = "${IMPORT_TEST_TOKEN}"\nendpoint = "http://127.0.0.1:9"\n[[routes]]\nto = ["meta"]\n'
+    )
+    now = int(time.time()) - 600
+    run = run_import(
+        tmp_path,
+        HEADER
+        + f"purchase,web-1,{now},website,a@example.com,10,EUR,granted\n"
+        + f"purchase,shop-1,{now},physical_store,b@example.com,10,EUR,granted\n",
+        rules=rules,
+        env={"IMPORT_TEST_PIXEL": "1234567890", "IMPORT_TEST_TOKEN": "import-test-token"},
+    )
+    assert run.returncode == 0, run.stderr
+    assert (
+        "1 event(s) not queued for meta: not expressible for meta_capi: action_source website:"
+        " Meta requires event_source_url and user_data.client_user_agent (web-1)"
+    ) in run.stderr
+    assert queued(tmp_path, "meta") == ["shop-1"]

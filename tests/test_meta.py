@@ -131,6 +131,27 @@ class TestRender:
         assert out["event_source_url"] == "https://shop.example.com/p/1"
         assert out["referrer_url"] == "https://ref.example.org/"
 
+    @pytest.mark.parametrize(
+        "page, ua, missing",
+        [
+            (Page(""), UA, "event_source_url"),
+            (Page("https://shop.example.com/"), "", "user_data.client_user_agent"),
+            (Page(""), "", "event_source_url and user_data.client_user_agent"),
+        ],
+        ids=["no-url", "no-user-agent", "neither"],
+    )
+    def test_a_website_event_without_its_url_or_user_agent_is_not_expressible(self, page, ua, missing):
+        """Meta requires event_source_url and client_user_agent for website events; it would refuse the request."""
+        a = adapter()
+        payload = a.render(event(page=page, context=Context(ip="203.0.113.9", user_agent=ua)))
+        with pytest.raises(RenderError, match=f"action_source website: Meta requires {missing}$"):
+            a.check(payload)
+
+    def test_an_event_from_a_store_needs_neither_url_nor_user_agent(self):
+        """physical_store events carry no page or browser; Meta takes them without."""
+        a = adapter()
+        a.check(a.render(event(page=Page(""), action_source="physical_store", context=Context())))
+
     def test_email_is_hashed(self):
         """em is SHA-256 of the normalised email (Meta business SDK vector: foo@bar.com)."""
         out = adapter().render(event(user=UserData(email=" Foo@Bar.com ")))

@@ -116,9 +116,31 @@ async def test_full_outbox_refuses_with_a_clear_reason(tmp_path):
     box = Outbox(tmp_path / "o.sqlite3", max_rows=3)
     await box.open()
     await box.put([q(1), q(2)])
-    with pytest.raises(OutboxFull, match="limit is 3"):
+    with pytest.raises(OutboxFull, match="^outbox holds 2 rows; these 2 would pass its limit of 3$"):
         await box.put([q(3), q(4)])
     assert (await box.depth())["meta"][0] == 2
+    await box.close()
+
+
+async def test_a_put_too_large_for_the_room_left_does_not_make_the_outbox_full(tmp_path):
+    """One big import refused leaves smaller puts welcome: /readyz must not take the service out for it."""
+    box = Outbox(tmp_path / "o.sqlite3", max_rows=3)
+    await box.open()
+    with pytest.raises(OutboxFull):
+        await box.put([q(i) for i in range(5)])
+    assert box.full_reason == ""
+    await box.put([q(1)])
+    await box.close()
+
+
+async def test_an_outbox_at_its_limit_is_full(tmp_path):
+    """At max_rows every put is refused, and full_reason (what /readyz reports) says why."""
+    box = Outbox(tmp_path / "o.sqlite3", max_rows=2)
+    await box.open()
+    await box.put([q(1), q(2)])
+    with pytest.raises(OutboxFull):
+        await box.put([q(3)])
+    assert box.full_reason == "outbox holds 2 rows, the limit is 2"
     await box.close()
 
 

@@ -354,6 +354,11 @@ class Outbox:
         if not rows and not ledger:
             return []
         if self._rows_estimate + len(rows) > self.max_rows:
+            if self._rows_estimate < self.max_rows:
+                # Room for smaller puts: refuse this one, but the outbox is not full.
+                raise OutboxFull(
+                    f"outbox holds {self._rows_estimate} rows; these {len(rows)} would pass its limit of {self.max_rows}"
+                )
             self.full_reason = f"outbox holds {self._rows_estimate} rows, the limit is {self.max_rows}"
             raise OutboxFull(self.full_reason)
         fut: asyncio.Future[list[Row]] = asyncio.get_running_loop().create_future()

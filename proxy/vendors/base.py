@@ -160,6 +160,13 @@ class Adapter:
     def render(self, event: Event) -> dict[str, Any]:
         raise NotImplementedError
 
+    def check(self, payload: Mapping[str, Any]) -> None:
+        """Raise :class:`RenderError` for a payload the vendor is known to refuse, routes' ``set`` applied.
+
+        Refused here, it is a "dropped" ledger entry at once (and ``tagrelay
+        import`` counts it) rather than a dead letter after a request.
+        """
+
     def batch_key(self, payload: Mapping[str, Any]) -> str:
         """Payloads with equal keys may share one request."""
         return ""

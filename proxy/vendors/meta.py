@@ -230,6 +230,18 @@ class MetaCAPI(Adapter):
             out["custom_data"] = custom
         return out
 
+    def check(self, payload: Mapping[str, Any]) -> None:
+        """Website events need event_source_url and user_data.client_user_agent ("Server event parameters")."""
+        if payload.get("action_source") != "website":
+            return
+        user = payload.get("user_data")
+        missing = [name for name, value in (
+            ("event_source_url", payload.get("event_source_url")),
+            ("user_data.client_user_agent", user.get("client_user_agent") if isinstance(user, Mapping) else None),
+        ) if not value]  # fmt: skip
+        if missing:
+            raise RenderError(f"action_source website: Meta requires {' and '.join(missing)}")
+
     def _user_data(self, event: Event) -> dict[str, Any]:
         ctx = event.context
         user: dict[str, Any] = dict(meta_user_data(event.user))
