@@ -463,7 +463,9 @@ async def _body(request: web.Request) -> bytes:
     except Exception as exc:  # a client gone mid-body, a malformed chunk, ...
         why = f"body: cannot be read ({type(exc).__name__})"
         raise HitError(why, body_unread=not isinstance(exc, ConnectionError)) from None
-    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    # Two header lines mean one comma-joined list (RFC 9110 5.3): "gzip" then
+    # "br" is "gzip,br", which is refused, not read as gzip alone.
+    encoding = ",".join(request.headers.getall("Content-Encoding", ())).strip().lower()
     if encoding in ("", "identity"):
         return raw
     return _inflate(raw, encoding, request.app[SETTINGS].max_body_bytes)
@@ -483,7 +485,7 @@ def _inflate(raw: bytes, encoding: str, limit: int) -> bytes:
     try:
         body = inflater.decompress(raw, limit + 1)  # a bomb stops here, one byte past the limit
     except zlib.error:
-        raise HitError(f"body: not valid {encoding}; send it plain or with valid gzip") from None
+        raise HitError(f"body: not valid {encoding}; send it plain or with valid {encoding}") from None
     if len(body) > limit:
         raise HitError(f"body: {len(raw)} bytes of {encoding} decode to over the limit of {limit} bytes", 413)
     if not inflater.eof:
@@ -498,6 +500,11 @@ async def _read(request: web.Request) -> bytes:
     if request.content.is_eof():  # all there already: the usual small hit
         return await request.read()
     limit = request.app[SETTINGS].body_timeout_secs
+    # TODO(aiohttp chunk errors): a malformed chunk that comes after this
+    # read began never reaches it (aiohttp 3.14 queues a 400 of its own
+    # instead), so it ends as a 408 at the timeout rather than a 400 at once.
+    # Ends when aiohttp fails the payload being read, with a test that a bad
+    # chunk size mid-body is answered 400 at once.
     try:
         async with asyncio.timeout(limit):
             return await request.read()

@@ -285,6 +285,15 @@ async def test_gzip_and_deflate_bodies_are_decoded(client, tmp_path, encoding, p
     assert [x["id"] for x in lines(tmp_path)] == ["ev-1"]
 
 
+@pytest.mark.parametrize("second", [b"br", b"gzip"])
+async def test_two_content_encoding_lines_are_one_list_and_refused_as_such(client, tmp_path, second):
+    """'gzip' then 'br' on two lines means gzip,br (RFC 9110 5.3): 415, not the body read as gzip alone."""
+    head = b"Content-Encoding: gzip\r\nContent-Encoding: " + second + b"\r\n"
+    assert (await raw_request(client, "POST", "/e", head, gzip.compress(orjson.dumps(HIT)))).startswith(b"HTTP/1.1 415 ")
+    await client.app[DELIVERY].wait_idle(5)
+    assert lines(tmp_path) == []
+
+
 async def test_an_encoding_tagrelay_does_not_decode_is_a_415_in_json_and_counted(client):
     """br is refused with 415 Unsupported Media Type (RFC 9110 15.5.16), as JSON like every refusal, and counted."""
     resp = await client.post("/e", data=b"\x8b\x02\x80{}\x03", headers={"Content-Encoding": "br"})
