@@ -20,11 +20,12 @@ GRANTED = {"analytics": True, "ads": True, "ad_personalization": True, "ad_user_
 HIT = {"events": [{"name": "page_view", "id": "ev-1", "page": {"url": "https://shop.example/"}}], "consent": GRANTED}
 
 
-def rules_dir(tmp_path: Path, extra: str = "", to: str = '"log"') -> Path:
+def rules_dir(tmp_path: Path, extra: str = "", to: str = '"log"', route: str = "") -> Path:
+    """A file destination 'log' (and ``extra`` destinations); one route to ``to``, with ``route``'s other keys."""
     d = tmp_path / "rules"
     d.mkdir(exist_ok=True)
     (d / "10.toml").write_text(
-        f'[destinations.log]\ntype = "file"\npath = "{tmp_path}/events.jsonl"\n{extra}\n[[routes]]\nto = [{to}]\n'
+        f'[destinations.log]\ntype = "file"\npath = "{tmp_path}/events.jsonl"\n{extra}\n[[routes]]\nto = [{to}]\n{route}\n'
     )
     return d
 
@@ -334,12 +335,7 @@ async def test_a_bug_answered_500_is_counted_as_a_hit(client, monkeypatch, caplo
 @pytest.fixture
 async def failing_route(aiohttp_client, tmp_path):
     """A route whose template fails at run time for every event (tagrelay check cannot know 1/0 fails)."""
-    d = tmp_path / "rules"
-    d.mkdir()
-    (d / "10.toml").write_text(
-        f'[destinations.log]\ntype = "file"\npath = "{tmp_path}/events.jsonl"\n'
-        '[[routes]]\nname = "broken"\nto = ["log"]\nset = { "a" = "{{ 1/0 }}" }\n'
-    )
+    d = rules_dir(tmp_path, route='name = "broken"\nset = { "a" = "{{ 1/0 }}" }')
     settings = Settings(rules_dir=d, data_dir=tmp_path)
     return await aiohttp_client(make_app(settings, load_rules(d, env={})))
 

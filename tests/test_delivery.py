@@ -41,6 +41,21 @@ async def hook_server(aiohttp_server, answers: list[Canned] | None = None) -> tu
     return hook, f"http://127.0.0.1:{server.port}/hook"
 
 
+async def slow_hook(aiohttp_server, delay_secs: float) -> tuple[list[bytes], str]:
+    """A receiver that answers 200 ``delay_secs`` after each request: the bodies it got, and its URL."""
+    bodies: list[bytes] = []
+
+    async def slow(request: web.Request) -> web.Response:
+        bodies.append(await request.read())
+        await asyncio.sleep(delay_secs)
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/hook", slow)
+    server = await aiohttp_server(app)
+    return bodies, f"http://127.0.0.1:{server.port}/hook"
+
+
 def count(d: Delivery, what: str) -> float:
     return d.metrics.value(f"tagrelay_delivery_{what}_total", destination="hook")
 
@@ -258,19 +273,10 @@ async def test_a_slow_vendor_with_one_event_per_request_gets_each_event_once(aio
     a slot longer than the (short) lease. Sending them anyway would race the
     outbox handing them out again once the lease ends.
     """
-    bodies: list[bytes] = []
-
-    async def slow(request: web.Request) -> web.Response:
-        bodies.append(await request.read())
-        await asyncio.sleep(0.05)
-        return web.Response(status=200)
-
-    app = web.Application()
-    app.router.add_post("/hook", slow)
-    server = await aiohttp_server(app)
+    bodies, url = await slow_hook(aiohttp_server, 0.05)
     outbox = Outbox(tmp_path / "outbox.sqlite3", lease_secs=0.6)
     await outbox.open()
-    adapter = Webhook("hook", {"url": f"http://127.0.0.1:{server.port}/hook", "batch": 25})
+    adapter = Webhook("hook", {"url": url, "batch": 25})
     d = Delivery({"hook": adapter}, outbox, timeout_secs=0.2, concurrency=2, poll_secs=0.05)
     await d.start()
     # A batch key per event, as GA4's per-visitor client_id gives (one request each).
@@ -297,19 +303,9 @@ async def test_an_adapter_bug_becomes_a_dead_letter_that_says_what_to_do(tmp_pat
 async def test_a_stop_lets_a_request_in_flight_finish_within_its_timeout(aiohttp_server, tmp_path):
     """A vendor answering in 10.5 s, inside a 12 s timeout: stop waits for it. Cut short, the event it
     had taken would go again after the restart, a duplicate where the vendor does not deduplicate (GA4)."""
-    arrived: list[bytes] = []
-
-    async def slow(request: web.Request) -> web.Response:
-        arrived.append(await request.read())
-        await asyncio.sleep(10.5)
-        return web.Response(status=200)
-
-    app = web.Application()
-    app.router.add_post("/hook", slow)
-    server = await aiohttp_server(app)
+    arrived, url = await slow_hook(aiohttp_server, 10.5)
     outbox = Outbox(tmp_path / "outbox.sqlite3")
     await outbox.open()
-    url = f"http://127.0.0.1:{server.port}/hook"
     d = Delivery({"hook": Webhook("hook", {"url": url})}, outbox, policy=FAST, timeout_secs=12, poll_secs=0.02)
     await d.start()
     await d.accept([row(1)])
