@@ -648,8 +648,15 @@ def event_from_json(doc: Any, enricher: Any) -> Event:
     "user"?: {email, phone, first_name, last_name, external_id}, "user_id"?,
     "params"?: {...}, "context"?: {ip, user_agent, consent, click_ids, ids}}``
     """
+    from .collect import _EVENT_NAME
+
     if not isinstance(doc, dict) or not isinstance(doc.get("name"), str):
         raise ValueError("must be a JSON object with at least a string 'name'")
+    # What the service would refuse, try refuses too, rather than show a request it would never make.
+    if not _EVENT_NAME.fullmatch(doc["name"]):
+        raise ValueError(f"name {doc['name']!r}: not an event name (a letter, then letters, digits or _; at most 64)")
+    if "id" in doc and not (isinstance(doc["id"], str) and doc["id"]):
+        raise ValueError("id must be a non-empty string")
     known = {"name", "id", "time", "source", "action_source", "page", "user", "user_id", "params", "context"}
     unknown_keys = sorted(set(doc) - known)
     if unknown_keys:
@@ -659,6 +666,8 @@ def event_from_json(doc: Any, enricher: Any) -> Event:
     ctx_in = doc.get("context") or {}
     if not all(isinstance(x, dict) for x in (page, user, ctx_in, doc.get("params") or {})):
         raise ValueError("page, user, params and context must be objects")
+    if not all(isinstance(v, str) for v in page.values()):
+        raise ValueError("page values (url, referrer, title) must be strings")
     for key in ("consent", "click_ids", "ids"):
         if not isinstance(ctx_in.get(key) or {}, dict):
             raise ValueError(f"context.{key} must be an object")
@@ -667,8 +676,8 @@ def event_from_json(doc: Any, enricher: Any) -> Event:
     if not all(isinstance(v, str) for v in (*(ctx_in.get("click_ids") or {}).values(), *user.values())):
         raise ValueError("context.click_ids and user values must be strings")
     when = doc.get("time")
-    if when is not None and (isinstance(when, bool) or not isinstance(when, (int, float))):
-        raise ValueError("time must be unix seconds (a number)")
+    if when is not None and (isinstance(when, bool) or not isinstance(when, (int, float)) or when < 0):
+        raise ValueError("time must be unix seconds (a number, not negative)")
     if when is not None and when > 100_000_000_000:
         when = when / 1000.0  # milliseconds, as the collector sends
     # An event file has no request headers: judge bots by the user agent (and

@@ -76,6 +76,24 @@ def test_try_refuses_a_malformed_event_file(tmp_path):
     assert run.returncode == 2 and "Traceback" not in run.stderr and "context.consent" in run.stderr
 
 
+@pytest.mark.parametrize(
+    "doc, says",
+    [
+        ('{"name": ""}', "name '': not an event name"),
+        ('{"name": "purchase", "id": {"a": 1}}', "id must be a non-empty string"),
+        ('{"name": "purchase", "time": -1}', "time must be unix seconds (a number, not negative)"),
+        ('{"name": "purchase", "page": {"url": 5}}', "page values (url, referrer, title) must be strings"),
+    ],
+    ids=["empty-name", "id-object", "negative-time", "url-number"],
+)
+def test_try_refuses_what_the_service_would_refuse(tmp_path, doc, says):
+    """try shows no request for an event the endpoints would answer 400: it says what is wrong instead."""
+    event = tmp_path / "e.json"
+    event.write_text(doc)
+    run = tagrelay("try", "rules", str(event))
+    assert run.returncode == 2 and says in run.stderr and run.stdout == ""
+
+
 def _fake_dns(table):
     from proxy import safari
 
