@@ -83,6 +83,11 @@ def _parser() -> argparse.ArgumentParser:
     im.add_argument("--rules", type=Path, help="directory of rule files (default: TAGRELAY_RULES_DIR or ./rules)")
     im.add_argument("--delimiter", help="the column separator (default: detected from the header)")
     im.add_argument(
+        "--again",
+        action="store_true",
+        help="queue rows this source imported before too (by default they are skipped, naming them)",
+    )
+    im.add_argument(
         "--skip-disabled",
         action="store_true",
         help="queue rows even though some routed destinations are disabled here (their rows are skipped for good)",
@@ -343,7 +348,7 @@ def _import(args: argparse.Namespace) -> int:
     from (it picks them up within a second); with none running they wait.
     """
     from .consent import ConsentPolicy, decide_consent
-    from .delivery import Outbox
+    from .delivery import LedgerRow, Outbox
     from .enrich import Enricher
     from .events_api import to_events
     from .importer import ImportFileError, read_conversions_csv
@@ -392,6 +397,11 @@ def _import(args: argparse.Namespace) -> int:
         print(f"{args.file}: {error}", file=sys.stderr)
     done = queued = 0
     dropped: dict[tuple[str, str], list[str]] = {}  # (destination, why) -> event IDs
+    again: list[str] = []  # event IDs this source imported before, skipped
+
+    def mark(name: str) -> str:
+        """The ledger entry that says an import queued this event: its source and name, with the ID, are the key."""
+        return f"source {args.source}, event {name}"
 
     async def store() -> None:
         # A thousand events at a time: their events, payloads and ledger
@@ -401,9 +411,17 @@ def _import(args: argparse.Namespace) -> int:
         await outbox.open()
         try:
             for start in range(0, len(items), _IMPORT_CHUNK):
-                events = to_events(items[start : start + _IMPORT_CHUNK], enricher)
+                chunk = items[start : start + _IMPORT_CHUNK]
+                if not args.again:
+                    # A file imported again (say, after fixing its bad rows) must not send its good rows twice.
+                    seen = await outbox.imported([mark(i.name) for i in chunk], [i.id for i in chunk])
+                    again.extend(i.id for i in chunk if (i.id, mark(i.name)) in seen)
+                    chunk = [i for i in chunk if (i.id, mark(i.name)) not in seen]
+                events = to_events(chunk, enricher)
                 decide_consent(events, policy)
                 rows, ledger = plan_rows(rules, events, now)
+                # First, so that it is each event's ledger anchor, the entry imported() finds.
+                ledger = [LedgerRow(e.id, now, "", "imported", mark(e.name)) for e in events] + ledger
                 await outbox.put(rows, ledger)
                 for entry in ledger:
                     if entry.what == "dropped":
@@ -422,6 +440,13 @@ def _import(args: argparse.Namespace) -> int:
         if done:
             print(f"tagrelay: the first {done} of {len(items)} event(s) were queued before that", file=sys.stderr)
         return EXIT_PROBLEM
+    if again:
+        shown = ", ".join(again[:3]) + (f" and {len(again) - 3} more" if len(again) > 3 else "")
+        print(
+            f"{args.file}: {len(again)} event(s) skipped: source {args.source} imported them before ({shown});"
+            " --again queues them anyway",
+            file=sys.stderr,
+        )
     for (dest, why), ids in sorted(dropped.items()):
         shown = ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
         print(f"{args.file}: {len(ids)} event(s) not queued for {dest}: {why} ({shown})", file=sys.stderr)

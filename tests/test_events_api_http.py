@@ -225,3 +225,39 @@ def test_import_names_the_rows_a_vendor_cannot_take_before_any_request(tmp_path)
         " Meta requires event_source_url and user_data.client_user_agent (web-1)"
     ) in run.stderr
     assert queued(tmp_path, "meta") == ["shop-1"]
+
+
+def test_importing_a_file_again_skips_the_rows_already_queued_and_names_them(tmp_path):
+    """After fixing a bad row, the user imports the whole file again: the good rows must not go twice."""
+    now = int(time.time()) - 600
+    good = f"purchase,ord-1,{now},physical_store,a@example.com,10,EUR,granted\n"
+    assert run_import(tmp_path, HEADER + good + f"purchase,ord-2,{now},nowhere,b@example.com,10,EUR,granted\n").returncode == 1
+    fixed = good + f"purchase,ord-2,{now},phone_call,b@example.com,10,EUR,granted\n"
+    run = run_import(tmp_path, HEADER + fixed, outbox=False)
+    assert run.returncode == 0, run.stderr
+    assert "1 event(s) skipped: source crm imported them before (ord-1); --again queues them anyway" in run.stderr
+    assert sorted(queued(tmp_path)) == ["ord-1", "ord-2"]
+
+
+def test_import_again_queues_rows_imported_before(tmp_path):
+    """--again is for a user who means it (a vendor that lost them): every row is queued once more."""
+    now = int(time.time()) - 600
+    row = f"purchase,ord-1,{now},physical_store,a@example.com,10,EUR,granted\n"
+    run_import(tmp_path, HEADER + row)
+    assert run_import(tmp_path, HEADER + row, "--again", outbox=False).returncode == 0
+    assert queued(tmp_path) == ["ord-1", "ord-1"]
+
+
+def test_the_same_event_id_from_another_source_is_not_taken_for_a_repeat(tmp_path):
+    """A CRM's ord-1 and a store system's ord-1 are different events: the key is source, name and ID."""
+    now = int(time.time()) - 600
+    row = f"purchase,ord-1,{now},physical_store,a@example.com,10,EUR,granted\n"
+    run_import(tmp_path, HEADER + row)
+    csv = tmp_path / "store.csv"
+    csv.write_text(HEADER + row)
+    other = subprocess.run(
+        [sys.executable, "-m", "proxy", "import", str(csv), "--source", "store", "--rules", str(rules_dir(tmp_path))],
+        cwd=ROOT, env={**os.environ, "TAGRELAY_DATA_DIR": str(tmp_path)}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert other.returncode == 0 and "skipped" not in other.stderr
+    assert queued(tmp_path) == ["ord-1", "ord-1"]

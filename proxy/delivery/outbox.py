@@ -705,6 +705,24 @@ class Outbox:
             raise OutboxError(f"cannot queue the dead letters again ({why}); they stay dead letters") from None
         return moved
 
+    async def imported(self, marks: Sequence[str], event_ids: Sequence[str]) -> set[tuple[str, str]]:
+        """Which (event ID, mark) pairs an earlier import recorded (ledger entries "imported", within retention)."""
+        result: set[tuple[str, str]] = await self._run(self._imported, list(marks), list(event_ids))
+        return result
+
+    def _imported(self, marks: list[str], event_ids: list[str]) -> set[tuple[str, str]]:
+        found: set[tuple[str, str]] = set()
+        wanted = set(marks)
+        for start in range(0, len(event_ids), 500):  # under SQLite's limit of bound variables
+            ids = event_ids[start : start + 500]
+            rows = self._conn().execute(
+                "SELECT event_id, detail FROM ledger WHERE ref IS NULL AND what = 'imported'"
+                f" AND event_id IN ({','.join('?' * len(ids))})",
+                ids,
+            ).fetchall()
+            found.update((event_id, detail) for event_id, detail in rows if detail in wanted)
+        return found
+
     async def trace(self, event_id: str) -> list[LedgerRow]:
         result: list[LedgerRow] = await self._run(self._trace, event_id)
         return result
