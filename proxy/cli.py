@@ -377,8 +377,8 @@ def _import(args: argparse.Namespace) -> int:
         # secrets only the service has would be skipped for good, silently.
         print(
             f"tagrelay: routes send to {', '.join(disabled)}, disabled here ({rules.disabled[disabled[0]]}"
-            f"{', ...' if len(disabled) > 1 else ''}); their rows would be skipped for good. Run import with"
-            " the service's environment, or pass --skip-disabled to queue the rest",
+            f"{', ...' if len(disabled) > 1 else ''}); their rows would be skipped for good. If the service has"
+            " their variables, run import with its environment; if it does not use them, pass --skip-disabled",
             file=sys.stderr,
         )
         return EXIT_PROBLEM

@@ -230,7 +230,8 @@ class Delivery:
         depth = await self.outbox.depth()
         left = sum(n for n, _ in depth.values())
         if left:
-            log.info("stopped with %d event(s) kept in the outbox for the next start", left)
+            # The outbox is shared: every worker sees the same rows.
+            log.info("stopped; the outbox (shared by all workers) keeps %d event(s) for the next start", left)
 
     # -- the lane --------------------------------------------------------
 
