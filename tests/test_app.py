@@ -599,6 +599,18 @@ async def test_a_reload_asked_for_while_the_service_stops_is_ignored(aiohttp_ser
     assert reloads.task is None
 
 
+async def test_a_rotated_events_file_gets_the_next_events_in_a_new_file_at_its_path(client, tmp_path):
+    """logrotate moves the file away: later events go to a new file at the path, not into the moved one."""
+    hit = {**HIT, "events": [{"name": "page_view", "id": "before"}]}
+    await client.post("/e", data=orjson.dumps(hit))
+    assert await client.app[DELIVERY].wait_idle(5)
+    (tmp_path / "events.jsonl").rename(tmp_path / "events.jsonl.1")
+    await client.post("/e", data=orjson.dumps({**HIT, "events": [{"name": "page_view", "id": "after"}]}))
+    assert await client.app[DELIVERY].wait_idle(5)
+    rotated = [orjson.loads(x)["id"] for x in (tmp_path / "events.jsonl.1").read_bytes().splitlines()]
+    assert (rotated, [x["id"] for x in lines(tmp_path)]) == (["before"], ["after"])
+
+
 async def test_trace_says_which_file_an_event_was_appended_to(client, tmp_path):
     """A file destination's 'sent' entry names the file, not the size of the batch it went in."""
     assert (await client.post("/e", data=orjson.dumps(HIT))).status == 204

@@ -1,13 +1,18 @@
 """A local JSON Lines file: one canonical event per line.
 
 The example rules send everything here, so tagrelay does its whole job with
-no vendor account: ``tail -f var/events.jsonl`` shows what would go out.
+no vendor account: ``tail -F var/events.jsonl`` shows what would go out.
+
+The file may be rotated under it (logrotate's move-then-create, or a plain
+``mv``): before each batch the path is checked against the file held open,
+and opened afresh when it names another file or none.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from pathlib import Path
 from typing import IO, Any, Mapping
 
@@ -50,6 +55,9 @@ class JSONLFile(Adapter):
         data = b"".join(orjson.dumps(p) + b"\n" for p in payloads)
         async with self._lock:
             try:
+                if self._fh is not None and not self._still_there(self._fh):
+                    self._fh.close()  # moved away or deleted: what it held is the rotated file's
+                    self._fh = None
                 if self._fh is None:
                     self.path.parent.mkdir(parents=True, exist_ok=True)
                     self._fh = open(self.path, "ab")
@@ -59,6 +67,15 @@ class JSONLFile(Adapter):
                 return Outcome(Verdict.RETRY, f"file: {exc.strerror or type(exc).__name__}")
         # Read per event in `trace`: where it went, not the batch's size.
         return Outcome(Verdict.OK, f"appended to {self.path}")
+
+    def _still_there(self, fh: IO[bytes]) -> bool:
+        """Whether ``path`` still names the file ``fh`` writes to."""
+        try:
+            at_path = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        held = os.fstat(fh.fileno())
+        return (at_path.st_dev, at_path.st_ino) == (held.st_dev, held.st_ino)
 
     async def close(self) -> None:
         if self._fh is not None:
