@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import fcntl
 import logging
 import math
 import os
@@ -398,6 +399,7 @@ def _import(args: argparse.Namespace) -> int:
     done = queued = 0
     dropped: dict[tuple[str, str], list[str]] = {}  # (destination, why) -> event IDs
     again: list[str] = []  # event IDs this source imported before, skipped
+    topped_up: list[str] = []  # imported before, now queued only for destinations they missed then
 
     def mark(name: str) -> str:
         """The ledger entry that says an import queued this event: its source and name, with the ID, are the key."""
@@ -412,16 +414,22 @@ def _import(args: argparse.Namespace) -> int:
         try:
             for start in range(0, len(items), _IMPORT_CHUNK):
                 chunk = items[start : start + _IMPORT_CHUNK]
-                if not args.again:
-                    # A file imported again (say, after fixing its bad rows) must not send its good rows twice.
-                    seen = await outbox.imported([mark(i.name) for i in chunk], [i.id for i in chunk])
-                    again.extend(i.id for i in chunk if (i.id, mark(i.name)) in seen)
-                    chunk = [i for i in chunk if (i.id, mark(i.name)) not in seen]
+                # A file imported again (say, after fixing its bad rows) must not send its good rows twice.
+                earlier = {} if args.again else await outbox.imported([mark(i.name) for i in chunk], [i.id for i in chunk])
                 events = to_events(chunk, enricher)
                 decide_consent(events, policy)
                 rows, ledger = plan_rows(rules, events, now)
+                reached = {e.id: earlier.get((e.id, mark(e.name))) for e in events}
+                rows, ledger, skipped, partly = _not_again(rows, ledger, reached, now)
+                again.extend(skipped)
+                topped_up.extend(partly)
+                events = [e for e in events if e.id not in skipped]
+                sent_to: dict[str, list[str]] = {}
+                for r in rows:
+                    sent_to.setdefault(r.event_id, []).append(r.destination)
                 # First, so that it is each event's ledger anchor, the entry imported() finds.
-                ledger = [LedgerRow(e.id, now, "", "imported", mark(e.name)) for e in events] + ledger
+                marks = [LedgerRow(e.id, now, ",".join(sent_to.get(e.id, [])), "imported", mark(e.name)) for e in events]
+                ledger = marks + ledger
                 await outbox.put(rows, ledger)
                 for entry in ledger:
                     if entry.what == "dropped":
@@ -433,18 +441,40 @@ def _import(args: argparse.Namespace) -> int:
 
     from .delivery import OutboxError
 
+    # One import at a time per outbox: two runs of one file would both find
+    # its rows not yet imported, and queue them twice.
+    lock = open(settings.outbox_file.with_name(settings.outbox_file.name + ".import-lock"), "ab")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print("tagrelay: another import into this outbox is running; waiting for it to finish", file=sys.stderr)
+        fcntl.flock(lock, fcntl.LOCK_EX)
     try:
         asyncio.run(store())
     except OutboxError as exc:
         print(f"tagrelay: {exc}", file=sys.stderr)
         if done:
-            print(f"tagrelay: the first {done} of {len(items)} event(s) were queued before that", file=sys.stderr)
+            print(f"tagrelay: {done} event(s) were queued before that; import the file again for the rest", file=sys.stderr)
         return EXIT_PROBLEM
-    if again:
-        shown = ", ".join(again[:3]) + (f" and {len(again) - 3} more" if len(again) > 3 else "")
+    except KeyboardInterrupt:
         print(
-            f"{args.file}: {len(again)} event(s) skipped: source {args.source} imported them before ({shown});"
+            f"tagrelay: interrupted after queueing {done} event(s); import the file again for the rest"
+            " (what was queued is skipped)",
+            file=sys.stderr,
+        )
+        return 130
+    finally:
+        lock.close()
+    if again:
+        print(
+            f"{args.file}: {len(again)} event(s) skipped: source {args.source} imported them before ({_some(again)});"
             " --again queues them anyway",
+            file=sys.stderr,
+        )
+    if topped_up:
+        print(
+            f"{args.file}: {len(topped_up)} event(s) imported before queued only for the destinations they did not"
+            f" reach then ({_some(topped_up)})",
             file=sys.stderr,
         )
     for (dest, why), ids in sorted(dropped.items()):
@@ -461,6 +491,38 @@ def _import(args: argparse.Namespace) -> int:
 
 
 _IMPORT_CHUNK = 1000  # events routed and committed together by tagrelay import
+
+
+def _some(ids: list[str]) -> str:
+    return ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
+
+
+def _not_again(
+    rows: list[Any], ledger: list[Any], reached: dict[str, set[str] | None], now: float
+) -> tuple[list[Any], list[Any], set[str], list[str]]:
+    """Leave out what an earlier import queued: per event, the destinations it reached then.
+
+    ``reached``: per event ID, the destinations an earlier import queued it
+    for, or None if none did. Returns the rows and ledger entries to keep,
+    the events left out whole, and those queued again only for destinations
+    they missed (dropped then, or disabled, and fixed since).
+    """
+    from .delivery import LedgerRow
+
+    keep = [r for r in rows if r.destination not in (reached.get(r.event_id) or ())]
+    new_for: dict[str, list[str]] = {}
+    for r in keep:
+        new_for.setdefault(r.event_id, []).append(r.destination)
+    before = {event_id for event_id, dests in reached.items() if dests is not None}
+    skipped = {event_id for event_id in before if event_id not in new_for}
+    partly = sorted(event_id for event_id in before if event_id in new_for)
+    entries = [e for e in ledger if e.event_id not in before]
+    entries += [e for e in ledger if e.event_id in partly and e.what == "dropped"]
+    entries += [
+        LedgerRow(event_id, now, ",".join(new_for[event_id]), "queued", "imported again: destinations it did not reach before")
+        for event_id in partly
+    ]
+    return keep, entries, skipped, partly
 
 
 def _empty_window(args: argparse.Namespace) -> bool:

@@ -169,6 +169,12 @@ def read_conversions_csv(
                                              f" {reader.line_num} were read as one row and none of them imported"))  # fmt: skip
                 break
             # The reader starts afresh on the next line, so later rows still count.
+            if reader.line_num > line:
+                # A quote opened here ran on over the lines after it.
+                errors.append(RowError(line, f"not valid CSV: {exc}: a quote opened here ran on to line"
+                                             f" {reader.line_num}; lines {line} to {reader.line_num} were read"
+                                             " as one row and none of them imported"))  # fmt: skip
+                continue
             errors.append(RowError(line, f"not valid CSV: {exc}"))
             continue
         if not any(c.strip() for c in cells):

@@ -137,15 +137,14 @@ async def _make_outbox(path: Path) -> None:
 
 
 def queued(tmp_path: Path, destination: str = "log") -> list[str]:
-    async def claim() -> list[str]:
-        outbox = Outbox(tmp_path / "outbox.sqlite3")
-        await outbox.open()
-        try:
-            return [r.event_id for r in await outbox.claim(destination, 100_000, time.time())]
-        finally:
-            await outbox.close()
+    """Event IDs waiting for ``destination``, in queue order (read only: claiming would lease them)."""
+    import sqlite3
 
-    return asyncio.run(claim())
+    db = sqlite3.connect(tmp_path / "outbox.sqlite3")
+    try:
+        return [r[0] for r in db.execute("SELECT event_id FROM outbox WHERE destination = ? ORDER BY id", (destination,))]
+    finally:
+        db.close()
 
 
 HEADER = "event_name,event_id,event_time,action_source,email,value,currency,consent_ads\n"
@@ -261,3 +260,73 @@ def test_the_same_event_id_from_another_source_is_not_taken_for_a_repeat(tmp_pat
     )  # fmt: skip
     assert other.returncode == 0 and "skipped" not in other.stderr
     assert queued(tmp_path) == ["ord-1", "ord-1"]
+
+
+def meta_and_log_rules(tmp_path: Path) -> Path:
+    """Every event to a file and to Meta (a closed port: import only queues)."""
+    rules = tmp_path / "meta-log-rules"
+    rules.mkdir(exist_ok=True)
+    (rules / "10.toml").write_text(
+        f'[destinations.log]\ntype = "file"\npath = "{tmp_path}/events.jsonl"\n'
+        '[destinations.meta]\ntype = "meta_capi"\npixel_id = "${IMPORT_TEST_PIXEL}"\n'
+        'access_token = "${IMPORT_TEST_TOKEN}"\nendpoint = "http://127.0.0.1:9"\n[[routes]]\nto = ["log", "meta"]\n'
+    )
+    return rules
+
+
+META_ENV = {"IMPORT_TEST_PIXEL": "1234567890", "IMPORT_TEST_TOKEN": "import-test-token"}
+
+
+def test_a_row_fixed_for_one_vendor_is_imported_again_for_that_vendor_only(tmp_path):
+    """Website rows Meta could not take reached the log; with the URL and user agent added, Meta gets them, the log not twice."""
+    now = int(time.time()) - 600
+    head = "event_name,event_id,event_time,action_source,email,consent_ads"
+    first = run_import(tmp_path, f"{head}\npurchase,web-1,{now},website,a@example.com,granted\n",
+                       rules=meta_and_log_rules(tmp_path), env=META_ENV)  # fmt: skip
+    assert "1 event(s) not queued for meta" in first.stderr
+    fixed = (f"{head},page_url,user_agent\n"
+             f"purchase,web-1,{now},website,a@example.com,granted,https://shop.example/,Mozilla/5.0\n")  # fmt: skip
+    second = run_import(tmp_path, fixed, rules=meta_and_log_rules(tmp_path), env=META_ENV, outbox=False)
+    assert second.returncode == 0, second.stderr
+    assert "1 event(s) imported before queued only for the destinations they did not reach then (web-1)" in second.stderr
+    assert (queued(tmp_path, "log"), queued(tmp_path, "meta")) == (["web-1"], ["web-1"])
+
+
+def test_two_imports_of_one_file_at_once_queue_each_row_once(tmp_path):
+    """Overlapping runs (a cron job and a user) take turns, so the second finds the first's rows and skips them."""
+    asyncio.run(_make_outbox(tmp_path / "outbox.sqlite3"))
+    now = int(time.time()) - 600
+    csv = tmp_path / "big.csv"
+    csv.write_text(HEADER + "".join(f"purchase,ord-{i},{now},physical_store,a@example.com,10,EUR,granted\n" for i in range(3000)))
+    cmd = [sys.executable, "-m", "proxy", "import", str(csv), "--source", "crm", "--rules", str(rules_dir(tmp_path))]
+    env = {**os.environ, "TAGRELAY_DATA_DIR": str(tmp_path)}
+    runs = [subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    for run in runs:
+        run.communicate(timeout=120)
+    ids = queued(tmp_path)
+    assert (len(ids), len(set(ids))) == (3000, 3000)
+
+
+def test_an_interrupted_import_says_how_far_it_got_and_a_rerun_queues_the_rest(tmp_path):
+    """Ctrl-C half-way: no traceback, the count queued, and the same command again completes the file exactly once."""
+    import signal
+
+    asyncio.run(_make_outbox(tmp_path / "outbox.sqlite3"))
+    now = int(time.time()) - 600
+    csv = tmp_path / "big.csv"
+    csv.write_text(HEADER + "".join(f"purchase,ord-{i},{now},physical_store,a@example.com,10,EUR,granted\n" for i in range(20000)))
+    cmd = [sys.executable, "-m", "proxy", "import", str(csv), "--source", "crm", "--rules", str(rules_dir(tmp_path))]
+    env = {**os.environ, "TAGRELAY_DATA_DIR": str(tmp_path)}
+    run = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not queued(tmp_path):  # the first thousand are in
+        time.sleep(0.05)
+    run.send_signal(signal.SIGINT)
+    _, err = run.communicate(timeout=60)
+    if run.returncode == 0:
+        pytest.skip("the import finished before the interrupt reached it")
+    assert run.returncode == 130 and "Traceback" not in err and "interrupted after queueing" in err
+    again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    ids = queued(tmp_path)
+    assert (len(ids), len(set(ids))) == (20000, 20000)

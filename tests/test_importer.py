@@ -261,6 +261,20 @@ def test_a_value_under_an_unnamed_column_is_a_row_error(tmp_path):
     assert errors == [RowError(2, "column 5 has a value but no name in the header")]
 
 
+def test_a_stray_quote_that_runs_on_over_rows_names_every_line_it_took(tmp_path):
+    """A quote opened on line 3 runs on until a later quote breaks it (line 5): lines 3-5 are named, line 6 still imports."""
+    content = (HEADER + ',note\npurchase,o1,1763632800,app\npurchase,"o2,1763632800,app\n'
+               'purchase,o3,1763632800,app\npurchase,o4,1763632800,app,5" screen\npurchase,o5,1763632800,app\n')  # fmt: skip
+
+    events, errors = read(tmp_path, content)
+
+    assert [e.id for e in events] == ["o1", "o5"]
+    assert [(e.line, e.message) for e in errors] == [
+        (3, "not valid CSV: ',' expected after '\"': a quote opened here ran on to line 5;"
+            " lines 3 to 5 were read as one row and none of them imported")  # fmt: skip
+    ]
+
+
 def test_unclosed_quote_is_reported_on_the_line_it_opens(tmp_path):
     """A quote never closed swallows the rest of the file; it is reported where it opened."""
     content = HEADER + ',note\npurchase,o1,1763632800,app\npurchase,o2,1763632800,app,"open\nmore\n'

@@ -705,22 +705,28 @@ class Outbox:
             raise OutboxError(f"cannot queue the dead letters again ({why}); they stay dead letters") from None
         return moved
 
-    async def imported(self, marks: Sequence[str], event_ids: Sequence[str]) -> set[tuple[str, str]]:
-        """Which (event ID, mark) pairs an earlier import recorded (ledger entries "imported", within retention)."""
-        result: set[tuple[str, str]] = await self._run(self._imported, list(marks), list(event_ids))
+    async def imported(self, marks: Sequence[str], event_ids: Sequence[str]) -> dict[tuple[str, str], set[str]]:
+        """Per (event ID, mark) an earlier import recorded: the destinations it queued the event for.
+
+        From the ledger's "imported" entries (its destination field lists
+        them), so within the ledger's retention.
+        """
+        result: dict[tuple[str, str], set[str]] = await self._run(self._imported, list(marks), list(event_ids))
         return result
 
-    def _imported(self, marks: list[str], event_ids: list[str]) -> set[tuple[str, str]]:
-        found: set[tuple[str, str]] = set()
+    def _imported(self, marks: list[str], event_ids: list[str]) -> dict[tuple[str, str], set[str]]:
+        found: dict[tuple[str, str], set[str]] = {}
         wanted = set(marks)
         for start in range(0, len(event_ids), 500):  # under SQLite's limit of bound variables
             ids = event_ids[start : start + 500]
             rows = self._conn().execute(
-                "SELECT event_id, detail FROM ledger WHERE ref IS NULL AND what = 'imported'"
+                "SELECT event_id, detail, destination FROM ledger WHERE ref IS NULL AND what = 'imported'"
                 f" AND event_id IN ({','.join('?' * len(ids))})",
                 ids,
             ).fetchall()
-            found.update((event_id, detail) for event_id, detail in rows if detail in wanted)
+            for event_id, detail, destinations in rows:
+                if detail in wanted:
+                    found.setdefault((event_id, detail), set()).update(d for d in destinations.split(",") if d)
         return found
 
     async def trace(self, event_id: str) -> list[LedgerRow]:
