@@ -179,6 +179,17 @@ async def test_a_replay_that_cannot_be_written_says_so_and_keeps_the_dead_letter
     await box.close()
 
 
+async def test_a_failing_outbox_write_is_logged_once_a_minute_not_at_every_retry(outbox, caplog):
+    """Lanes retry every half second; on a full disk that was an ERROR line each time, per destination."""
+    import logging
+
+    caplog.set_level(logging.ERROR, logger="proxy.delivery")
+    for _ in range(3):
+        await outbox._run(outbox._write, lambda db: db.execute("INSERT INTO no_such_table VALUES (1)"))
+    (record,) = caplog.records
+    assert "cannot record a delivery outcome: no such table: no_such_table" in record.getMessage()
+
+
 async def test_one_queued_entry_naming_several_destinations_traces_as_one_line_each(outbox):
     """plan_rows writes a route's destinations as one "queued" entry; trace gives each destination its own."""
     await outbox.put([q(1, "meta"), q(1, "ga4")], [LedgerRow("e1", 10.0, "meta,ga4", "queued", "route 'a'")])

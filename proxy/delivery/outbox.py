@@ -236,6 +236,7 @@ class Outbox:
         self._flushing = False
         self._rows_estimate = 0
         self.full_reason = ""  # set while the outbox refuses new rows
+        self._errors_logged: dict[str, tuple[float, int]] = {}  # kind -> (last logged, suppressed since)
 
     # -- lifecycle -------------------------------------------------------
 
@@ -480,7 +481,7 @@ class Outbox:
                     (until, os.getpid(), destination, now, now, limit),
                 ).fetchall()
         except sqlite3.Error as exc:
-            log.error("outbox %s: cannot claim rows for %s: %s", self.path, destination, exc)
+            self._error_once_a_minute(f"claim {destination}", "cannot claim rows for %s: %s", destination, exc)
             return []
         rows = [Row(i, d, e, t, k, orjson.loads(p), a, c, len(p), ref, until) for i, d, e, t, k, p, a, c, ref in found]
         rows.sort(key=lambda r: r.id)
@@ -559,6 +560,17 @@ class Outbox:
 
         self._write(work)
 
+    def _error_once_a_minute(self, key: str, message: str, *args: Any) -> None:
+        """ERROR (a human must make room), but once a minute per kind with a count: lanes retry every half second."""
+        now = time.monotonic()
+        last, count = self._errors_logged.get(key, (-60.0, 0))
+        if now - last < 60:
+            self._errors_logged[key] = (last, count + 1)
+            return
+        again = f" ({count} more since the last such line)" if count else ""
+        log.error("outbox %s: " + message + again, self.path, *args)
+        self._errors_logged[key] = (now, 0)
+
     def _write(self, work: Any) -> None:
         try:
             with self._tx() as db:
@@ -566,7 +578,7 @@ class Outbox:
         except sqlite3.Error as exc:
             # The rows stay leased and come back when the lease ends: an
             # event may then be sent twice, never lost.
-            log.error("outbox %s: cannot record a delivery outcome: %s", self.path, exc)
+            self._error_once_a_minute("record", "cannot record a delivery outcome: %s", exc)
 
     # -- reading (metrics, CLI) ------------------------------------------
 
