@@ -14,7 +14,7 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
@@ -412,8 +412,7 @@ def _import(args: argparse.Namespace) -> int:
         outbox = Outbox(settings.outbox_file, max_rows=settings.outbox_max_rows)
         await outbox.open()
         try:
-            for start in range(0, len(items), _IMPORT_CHUNK):
-                chunk = items[start : start + _IMPORT_CHUNK]
+            for chunk in _chunks(items):
                 # A file imported again (say, after fixing its bad rows) must not send its good rows twice.
                 earlier = {} if args.again else await outbox.imported([mark(i.name) for i in chunk], [i.id for i in chunk])
                 events = to_events(chunk, enricher)
@@ -421,8 +420,8 @@ def _import(args: argparse.Namespace) -> int:
                 rows, ledger = plan_rows(rules, events, now)
                 reached = {e.id: earlier.get((e.id, mark(e.name))) for e in events}
                 rows, ledger, skipped, partly = _not_again(rows, ledger, reached, now)
-                again.extend(skipped)
-                topped_up.extend(partly)
+                again.extend(e.id for e in events if e.id in skipped)
+                topped_up.extend(e.id for e in events if e.id in partly)
                 events = [e for e in events if e.id not in skipped]
                 sent_to: dict[str, list[str]] = {}
                 for r in rows:
@@ -443,12 +442,22 @@ def _import(args: argparse.Namespace) -> int:
 
     # One import at a time per outbox: two runs of one file would both find
     # its rows not yet imported, and queue them twice.
-    lock = open(settings.outbox_file.with_name(settings.outbox_file.name + ".import-lock"), "ab")
+    lock_path = settings.outbox_file.with_name(settings.outbox_file.name + ".import-lock")
+    try:
+        lock = open(lock_path, "ab")
+    except OSError as exc:
+        print(f"tagrelay: cannot open {lock_path}: {exc.strerror} (import needs to write beside the outbox)", file=sys.stderr)
+        return EXIT_PROBLEM
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         print("tagrelay: another import into this outbox is running; waiting for it to finish", file=sys.stderr)
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        except KeyboardInterrupt:
+            print("tagrelay: interrupted while waiting; nothing was queued", file=sys.stderr)
+            lock.close()
+            return 130
     try:
         asyncio.run(store())
     except OutboxError as exc:
@@ -458,7 +467,7 @@ def _import(args: argparse.Namespace) -> int:
         return EXIT_PROBLEM
     except KeyboardInterrupt:
         print(
-            f"tagrelay: interrupted after queueing {done} event(s); import the file again for the rest"
+            f"tagrelay: interrupted after queueing at least {done} event(s); import the file again for the rest"
             " (what was queued is skipped)",
             file=sys.stderr,
         )
@@ -493,13 +502,31 @@ def _import(args: argparse.Namespace) -> int:
 _IMPORT_CHUNK = 1000  # events routed and committed together by tagrelay import
 
 
+def _chunks(items: list[Any]) -> Iterator[list[Any]]:
+    """Up to _IMPORT_CHUNK items at a time, each event ID at most once in a chunk.
+
+    Routing and the ledger key a chunk's rows by event ID; a purchase and a
+    refund sharing an order ID go in separate chunks, each with its own mark.
+    """
+    chunk: list[Any] = []
+    ids: set[str] = set()
+    for item in items:
+        if len(chunk) == _IMPORT_CHUNK or item.id in ids:
+            yield chunk
+            chunk, ids = [], set()
+        chunk.append(item)
+        ids.add(item.id)
+    if chunk:
+        yield chunk
+
+
 def _some(ids: list[str]) -> str:
     return ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
 
 
 def _not_again(
     rows: list[Any], ledger: list[Any], reached: dict[str, set[str] | None], now: float
-) -> tuple[list[Any], list[Any], set[str], list[str]]:
+) -> tuple[list[Any], list[Any], set[str], set[str]]:
     """Leave out what an earlier import queued: per event, the destinations it reached then.
 
     ``reached``: per event ID, the destinations an earlier import queued it
@@ -515,9 +542,10 @@ def _not_again(
         new_for.setdefault(r.event_id, []).append(r.destination)
     before = {event_id for event_id, dests in reached.items() if dests is not None}
     skipped = {event_id for event_id in before if event_id not in new_for}
-    partly = sorted(event_id for event_id in before if event_id in new_for)
+    partly = {event_id for event_id in before if event_id in new_for}
     entries = [e for e in ledger if e.event_id not in before]
-    entries += [e for e in ledger if e.event_id in partly and e.what == "dropped"]
+    # A destination that still cannot take it is said again, skipped or not.
+    entries += [e for e in ledger if e.event_id in before and e.what == "dropped"]
     entries += [
         LedgerRow(event_id, now, ",".join(new_for[event_id]), "queued", "imported again: destinations it did not reach before")
         for event_id in partly

@@ -330,3 +330,45 @@ def test_an_interrupted_import_says_how_far_it_got_and_a_rerun_queues_the_rest(t
     assert again.returncode == 0, again.stderr
     ids = queued(tmp_path)
     assert (len(ids), len(set(ids))) == (20000, 20000)
+
+
+def test_one_order_id_under_two_event_names_is_two_events_for_re_import(tmp_path):
+    """A purchase and a refund sharing ord-1: both queued once; a second run skips both, not one of them."""
+    now = int(time.time()) - 600
+    rows = (f"purchase,ord-1,{now},physical_store,a@example.com,10,EUR,granted\n"
+            f"refund,ord-1,{now},physical_store,a@example.com,10,EUR,granted\n")  # fmt: skip
+    assert run_import(tmp_path, HEADER + rows).returncode == 0
+    again = run_import(tmp_path, HEADER + rows, outbox=False)
+    assert "2 event(s) skipped" in again.stderr and queued(tmp_path) == ["ord-1", "ord-1"]
+
+
+def test_a_refund_after_its_purchase_was_imported_is_queued_not_skipped(tmp_path):
+    """The purchase ord-2 went in an earlier file; a file with the refund ord-2 and the purchase again queues the refund."""
+    now = int(time.time()) - 600
+    purchase = f"purchase,ord-2,{now},physical_store,a@example.com,10,EUR,granted\n"
+    run_import(tmp_path, HEADER + purchase)
+    later = run_import(tmp_path, HEADER + f"refund,ord-2,{now},physical_store,a@example.com,10,EUR,granted\n" + purchase,
+                       outbox=False)  # fmt: skip
+    assert "1 event(s) skipped" in later.stderr and "imported 1 event(s)" in later.stdout
+    assert queued(tmp_path) == ["ord-2", "ord-2"]
+
+
+def test_a_row_a_vendor_still_cannot_take_says_so_when_imported_again(tmp_path):
+    """Half fixed (a URL, still no user agent): besides 'imported before', import says Meta still refuses it, and why."""
+    now = int(time.time()) - 600
+    head = "event_name,event_id,event_time,action_source,email,consent_ads"
+    run_import(tmp_path, f"{head}\npurchase,web-1,{now},website,a@example.com,granted\n",
+               rules=meta_and_log_rules(tmp_path), env=META_ENV)  # fmt: skip
+    half = f"{head},page_url\npurchase,web-1,{now},website,a@example.com,granted,https://shop.example/\n"
+    again = run_import(tmp_path, half, rules=meta_and_log_rules(tmp_path), env=META_ENV, outbox=False)
+    assert "1 event(s) not queued for meta: not expressible for meta_capi: action_source website:" in again.stderr
+    assert "Meta requires user_data.client_user_agent (web-1)" in again.stderr
+
+
+def test_an_import_that_cannot_open_its_lock_says_so_and_queues_nothing(tmp_path):
+    """Where the lock file cannot be made (here a directory is in its way): exit 2 naming it, not a traceback."""
+    (tmp_path / "outbox.sqlite3.import-lock").mkdir()
+    now = int(time.time()) - 600
+    run = run_import(tmp_path, HEADER + f"purchase,ord-1,{now},physical_store,a@example.com,10,EUR,granted\n")
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert f"cannot open {tmp_path / 'outbox.sqlite3.import-lock'}" in run.stderr and queued(tmp_path) == []

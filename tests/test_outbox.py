@@ -190,6 +190,25 @@ async def test_a_failing_outbox_write_is_logged_once_a_minute_not_at_every_retry
     assert "cannot record a delivery outcome: no such table: no_such_table" in record.getMessage()
 
 
+async def test_a_full_disk_is_logged_once_a_minute_however_many_commits_it_refuses(tmp_path, caplog):
+    """Every flush on a full disk was its own ERROR line: 291 in 20 ms in a helper's run."""
+    import logging
+
+    caplog.set_level(logging.ERROR, logger="proxy.delivery")
+    box = Outbox(tmp_path / "o.sqlite3")
+    await box.open()
+    db = box._conn()  # SQLite's page cap stands in for a full disk
+    pages = (await box._run(lambda: db.execute("PRAGMA page_count").fetchone()))[0]
+    await box._run(db.execute, f"PRAGMA max_page_count = {pages}")
+    for i in range(3):
+        with pytest.raises(OutboxFull):
+            await box.put([QueuedRow("meta", f"e{i}", 1000.0, "", {"blob": "x" * 100_000})])
+    assert [r.getMessage().split(": ", 1)[1] for r in caplog.records] == [
+        "disk full: database or disk is full; new events are refused until there is room"
+    ]
+    await box.close()
+
+
 async def test_one_queued_entry_naming_several_destinations_traces_as_one_line_each(outbox):
     """plan_rows writes a route's destinations as one "queued" entry; trace gives each destination its own."""
     await outbox.put([q(1, "meta"), q(1, "ga4")], [LedgerRow("e1", 10.0, "meta,ga4", "queued", "route 'a'")])

@@ -445,9 +445,9 @@ class Outbox:
         except sqlite3.Error as exc:
             if _is_full(exc):
                 self.full_reason = f"disk full: {exc}"
-                log.error("outbox %s: %s; new events are refused until there is room", self.path, self.full_reason)
+                self._error_once_a_minute("full", "%s; new events are refused until there is room", self.full_reason)
                 raise OutboxFull(self.full_reason) from None
-            log.error("outbox %s: cannot commit %d row(s): %s", self.path, len(values), exc)
+            self._error_once_a_minute(f"commit {exc}", "cannot commit %d row(s): %s", len(values), exc)
             raise OutboxError(f"cannot commit to the outbox: {exc}") from None
         out: list[list[Row]] = []
         i = first
@@ -481,7 +481,7 @@ class Outbox:
                     (until, os.getpid(), destination, now, now, limit),
                 ).fetchall()
         except sqlite3.Error as exc:
-            self._error_once_a_minute(f"claim {destination}", "cannot claim rows for %s: %s", destination, exc)
+            self._error_once_a_minute(f"claim {destination} {exc}", "cannot claim rows for %s: %s", destination, exc)
             return []
         rows = [Row(i, d, e, t, k, orjson.loads(p), a, c, len(p), ref, until) for i, d, e, t, k, p, a, c, ref in found]
         rows.sort(key=lambda r: r.id)
@@ -561,7 +561,7 @@ class Outbox:
         self._write(work)
 
     def _error_once_a_minute(self, key: str, message: str, *args: Any) -> None:
-        """ERROR (a human must make room), but once a minute per kind with a count: lanes retry every half second."""
+        """ERROR (a human must act), but once a minute per kind of error, with a count: lanes retry every half second."""
         now = time.monotonic()
         last, count = self._errors_logged.get(key, (-60.0, 0))
         if now - last < 60:
@@ -578,7 +578,7 @@ class Outbox:
         except sqlite3.Error as exc:
             # The rows stay leased and come back when the lease ends: an
             # event may then be sent twice, never lost.
-            self._error_once_a_minute("record", "cannot record a delivery outcome: %s", exc)
+            self._error_once_a_minute(f"record {exc}", "cannot record a delivery outcome: %s", exc)
 
     # -- reading (metrics, CLI) ------------------------------------------
 
