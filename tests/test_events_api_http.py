@@ -292,14 +292,19 @@ def test_a_row_fixed_for_one_vendor_is_imported_again_for_that_vendor_only(tmp_p
     assert (queued(tmp_path, "log"), queued(tmp_path, "meta")) == (["web-1"], ["web-1"])
 
 
-def test_two_imports_of_one_file_at_once_queue_each_row_once(tmp_path):
-    """Overlapping runs (a cron job and a user) take turns, so the second finds the first's rows and skips them."""
+def big_import(tmp_path: Path, rows: int) -> tuple[list[str], dict[str, str]]:
+    """An outbox, a CSV of ``rows`` purchases, and the import command and environment for them."""
     asyncio.run(_make_outbox(tmp_path / "outbox.sqlite3"))
     now = int(time.time()) - 600
     csv = tmp_path / "big.csv"
-    csv.write_text(HEADER + "".join(f"purchase,ord-{i},{now},physical_store,a@example.com,10,EUR,granted\n" for i in range(3000)))
+    csv.write_text(HEADER + "".join(f"purchase,ord-{i},{now},physical_store,a@example.com,10,EUR,granted\n" for i in range(rows)))
     cmd = [sys.executable, "-m", "proxy", "import", str(csv), "--source", "crm", "--rules", str(rules_dir(tmp_path))]
-    env = {**os.environ, "TAGRELAY_DATA_DIR": str(tmp_path)}
+    return cmd, {**os.environ, "TAGRELAY_DATA_DIR": str(tmp_path)}
+
+
+def test_two_imports_of_one_file_at_once_queue_each_row_once(tmp_path):
+    """Overlapping runs (a cron job and a user) take turns, so the second finds the first's rows and skips them."""
+    cmd, env = big_import(tmp_path, 3000)
     runs = [subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
     for run in runs:
         run.communicate(timeout=120)
@@ -311,12 +316,7 @@ def test_an_interrupted_import_says_how_far_it_got_and_a_rerun_queues_the_rest(t
     """Ctrl-C half-way: no traceback, the count queued, and the same command again completes the file exactly once."""
     import signal
 
-    asyncio.run(_make_outbox(tmp_path / "outbox.sqlite3"))
-    now = int(time.time()) - 600
-    csv = tmp_path / "big.csv"
-    csv.write_text(HEADER + "".join(f"purchase,ord-{i},{now},physical_store,a@example.com,10,EUR,granted\n" for i in range(20000)))
-    cmd = [sys.executable, "-m", "proxy", "import", str(csv), "--source", "crm", "--rules", str(rules_dir(tmp_path))]
-    env = {**os.environ, "TAGRELAY_DATA_DIR": str(tmp_path)}
+    cmd, env = big_import(tmp_path, 20000)
     run = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not queued(tmp_path):  # the first thousand are in
