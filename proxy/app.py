@@ -309,12 +309,29 @@ async def _script(request: web.Request) -> web.StreamResponse:
         "ETag": script.etag,
         "Vary": "Accept-Encoding",
     }
-    if script.etag in request.headers.get("If-None-Match", ""):
+    if_none_match = request.headers.get("If-None-Match", "")
+    if script.etag in if_none_match or if_none_match.strip() == "*":  # "*": any version it has (RFC 9110 13.1.2)
         return web.Response(status=304, headers=headers)
-    if "gzip" in request.headers.get("Accept-Encoding", ""):
+    if _accepts_gzip(request.headers.get("Accept-Encoding", "")):
         headers["Content-Encoding"] = "gzip"
         return web.Response(body=script.gzipped, headers=headers)
     return web.Response(body=script.plain, headers=headers)
+
+
+def _accepts_gzip(accept_encoding: str) -> bool:
+    """Whether Accept-Encoding allows gzip: named, or by ``*``, with a weight above 0 (RFC 9110 12.5.3)."""
+    weights: dict[str, float] = {}
+    for part in accept_encoding.lower().split(","):
+        coding, _, params = part.partition(";")
+        weight = 1.0
+        name, _, value = params.strip().partition("=")
+        if name.strip() == "q":
+            try:
+                weight = float(value)
+            except ValueError:
+                weight = 0.0
+        weights[coding.strip()] = weight
+    return weights.get("gzip", weights.get("*", 0.0)) > 0
 
 
 def _error(status: int, message: str) -> web.Response:

@@ -119,6 +119,22 @@ async def test_script_is_served_gzipped_with_etag_and_endpoint_filled_in(client)
     assert again.status == 304
 
 
+@pytest.mark.parametrize(
+    "accept, gzipped",
+    [("gzip", True), ("br, gzip;q=0.5", True), ("*", True), ("gzip;q=0", False), ("*;q=0", False),
+     ("gzip;q=0, *", False), ("identity", False), ("", False)],
+)  # fmt: skip
+async def test_the_script_is_gzipped_only_where_accept_encoding_allows_it(client, accept, gzipped):
+    """q=0 refuses a coding (RFC 9110 12.5.3): a client that says gzip;q=0 gets the plain script."""
+    resp = await client.get("/assets/c.js", headers={"Accept-Encoding": accept}, auto_decompress=False)
+    assert (resp.headers.get("Content-Encoding") == "gzip") is gzipped
+
+
+async def test_if_none_match_star_is_answered_304(client):
+    """'*' matches whatever version the server has (RFC 9110 13.1.2): nothing to send again."""
+    assert (await client.get("/assets/c.js", headers={"If-None-Match": "*"})).status == 304
+
+
 async def test_served_collector_is_at_most_2kb_gzipped(client):
     """The collector costs a page at most 2 KB on the wire."""
     resp = await client.get("/assets/c.js", headers={"Accept-Encoding": "gzip"}, auto_decompress=False)
