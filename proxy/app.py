@@ -28,7 +28,7 @@ from .model import Context, Event
 from .pipeline import plan_rows
 from .rules import RulesError, RuleSet, load_rules
 from .settings import Settings
-from .telemetry import CONTENT_TYPE, Metrics
+from .telemetry import CONTENT_TYPE, Metrics, Throttle
 
 __all__ = ["make_app", "SETTINGS", "RULES", "DELIVERY", "ENRICHER", "METRICS", "RELOADS", "Reloads"]
 
@@ -50,6 +50,7 @@ CONSENT_POLICY = web.AppKey("consent_policy", ConsentPolicy)
 API_KEYS = web.AppKey("api_keys", Mapping[str, str])
 _SCRIPTS = web.AppKey("scripts", dict[str, "Script"])
 _LAST_PRUNE = web.AppKey("last_prune", list[float])  # [time of the last ledger prune]
+_THROTTLE = web.AppKey("throttle", Throttle)  # log lines that could come per hit
 
 _PLACEHOLDER = '"__TAGRELAY_COLLECT__"'
 
@@ -88,6 +89,7 @@ def make_app(settings: Settings, rules: RuleSet) -> web.Application:
     app[METRICS] = Metrics()
     app[RELOADS] = Reloads(app)
     app[_LAST_PRUNE] = [0.0]
+    app[_THROTTLE] = Throttle()
     static = settings.static_dir
     app[_SCRIPTS] = {settings.script_path: Script((static / "collector.js").read_text("utf-8"), settings.collect_path)}
     if settings.shims_path:
@@ -387,7 +389,7 @@ async def _store(
         await request.app[DELIVERY].accept(rows, ledger)
     except OutboxError as exc:
         full = isinstance(exc, OutboxFull)
-        _log_refusal(exc)
+        _log_refusal(request.app[_THROTTLE], exc)
         metrics.events_rejected.labels("outbox_full" if full else "outbox_error").inc(len(events))
         why = " (outbox full)" if full else ""
         return web.json_response(
@@ -399,19 +401,14 @@ async def _store(
     for entry in ledger:
         if entry.what == "dropped":
             metrics.dropped.labels(entry.destination).inc()
-            _log_drop(entry)
+            _log_drop(request.app[_THROTTLE], entry)
     return rows, ledger
 
 
-_drops_logged: dict[str, float] = {}  # destination -> when its last drop was logged
-
-
-def _log_drop(entry: LedgerRow) -> None:
+def _log_drop(throttle: Throttle, entry: LedgerRow) -> None:
     """A rule or an event a destination cannot take needs a look, but not a line per event: one a minute per destination."""
-    now = time.monotonic()
-    if now - _drops_logged.get(entry.destination, -60.0) < 60:
+    if throttle.due(f"drop {entry.destination}") is None:
         return
-    _drops_logged[entry.destination] = now
     log.warning(
         "event %s not sent to %s: %s (further drops there are counted in tagrelay_events_dropped_total,"
         " logged at most once a minute; tagrelay trace EVENT_ID tells each one's story)",
@@ -419,16 +416,11 @@ def _log_drop(entry: LedgerRow) -> None:
     )  # fmt: skip
 
 
-_refusals = {"last": 0.0, "count": 0}
-
-
-def _log_refusal(exc: Exception) -> None:
+def _log_refusal(throttle: Throttle, exc: Exception) -> None:
     """Events lost at the door need a human: ERROR, but once a minute with a count, not per hit."""
-    _refusals["count"] += 1
-    now = time.monotonic()
-    if now - _refusals["last"] >= 60:
-        log.error("refusing hits (%d in the last minute): %s", _refusals["count"], exc)
-        _refusals["last"], _refusals["count"] = now, 0
+    held = throttle.due("refusal")
+    if held is not None:
+        log.error("refusing hits (%d in the last minute): %s", held + 1, exc)
 
 
 def _strict_query(request: web.Request) -> dict[str, str]:

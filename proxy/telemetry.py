@@ -12,8 +12,10 @@ the same whichever worker answers.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -24,11 +26,33 @@ from prometheus_client.registry import Collector
 if TYPE_CHECKING:
     from prometheus_client import Metric
 
-__all__ = ["Metrics", "setup_logging", "LATENCY_BUCKETS", "CONTENT_TYPE"]
+__all__ = ["Metrics", "Throttle", "setup_logging", "LATENCY_BUCKETS", "CONTENT_TYPE"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Seconds from acceptance to the vendor's ok.
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
+
+
+class Throttle:
+    """At most one log line a minute per kind, for what can happen per hit or per retry.
+
+    A full disk or a broken route fails thousands of times a minute; one
+    line says it, with how many were held back since the last.
+    """
+
+    def __init__(self, period_secs: float = 60.0) -> None:
+        self.period_secs = period_secs
+        self._last: dict[str, tuple[float, int]] = {}  # kind -> (when last logged, held back since)
+
+    def due(self, kind: str) -> int | None:
+        """How many lines of ``kind`` were held back, if one may be logged now; None (and one more held) if not."""
+        now = time.monotonic()
+        last, held = self._last.get(kind, (-math.inf, 0))
+        if now - last < self.period_secs:
+            self._last[kind] = (last, held + 1)
+            return None
+        self._last[kind] = (now, 0)
+        return held
 
 
 class _OutboxGauges(Collector):

@@ -50,6 +50,8 @@ from typing import Any, Collection, Protocol, Sequence
 
 import orjson
 
+from ..telemetry import Throttle
+
 __all__ = [
     "DeadRow",
     "LedgerRow",
@@ -236,7 +238,7 @@ class Outbox:
         self._flushing = False
         self._rows_estimate = 0
         self.full_reason = ""  # set while the outbox refuses new rows
-        self._errors_logged: dict[str, tuple[float, int]] = {}  # kind -> (last logged, suppressed since)
+        self._throttle = Throttle()
 
     # -- lifecycle -------------------------------------------------------
 
@@ -562,14 +564,10 @@ class Outbox:
 
     def _error_once_a_minute(self, key: str, message: str, *args: Any) -> None:
         """ERROR (a human must act), but once a minute per kind of error, with a count: lanes retry every half second."""
-        now = time.monotonic()
-        last, count = self._errors_logged.get(key, (-60.0, 0))
-        if now - last < 60:
-            self._errors_logged[key] = (last, count + 1)
-            return
-        again = f" ({count} more since the last such line)" if count else ""
-        log.error("outbox %s: " + message + again, self.path, *args)
-        self._errors_logged[key] = (now, 0)
+        held = self._throttle.due(key)
+        if held is not None:
+            again = f" ({held} more since the last such line)" if held else ""
+            log.error("outbox %s: " + message + again, self.path, *args)
 
     def _write(self, work: Any) -> None:
         try:
