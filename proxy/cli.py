@@ -325,16 +325,23 @@ def _serve_worker(settings: Settings, announce: bool, supervised: bool) -> int:
     return EXIT_OK
 
 
+def _served_outbox_file(settings: Settings) -> Path:
+    """The outbox a ``tagrelay serve`` keeps; SettingsError if there is none (one made here no service would read)."""
+    path = settings.outbox_file
+    if not path.exists():
+        raise SettingsError(
+            f"no outbox at {path}: run this where tagrelay serve runs, with its TAGRELAY_DATA_DIR"
+            " (or start tagrelay serve once to create it)"
+        )
+    return path
+
+
 @contextlib.asynccontextmanager
 async def _existing_outbox() -> AsyncIterator[Any]:
     """The outbox ``tagrelay serve`` keeps (TAGRELAY_DATA_DIR), open for the block."""
     from .delivery import Outbox
 
-    settings = Settings.from_env()
-    path = settings.outbox_file
-    if not path.exists():
-        raise SettingsError(f"no outbox at {path} (set TAGRELAY_DATA_DIR to where tagrelay serve keeps it)")
-    outbox = Outbox(path)
+    outbox = Outbox(_served_outbox_file(Settings.from_env()))
     await outbox.open()
     try:
         yield outbox
@@ -363,13 +370,10 @@ def _import(args: argparse.Namespace) -> int:
     rules = _load(args.rules or settings.rules_dir)
     if rules is None:
         return EXIT_PROBLEM
-    if not settings.outbox_file.exists():
-        # A new outbox here would be one no running tagrelay reads.
-        print(
-            f"tagrelay: no outbox at {settings.outbox_file}: run import where tagrelay serve runs, with its"
-            " TAGRELAY_DATA_DIR (or start tagrelay serve once to create it)",
-            file=sys.stderr,
-        )
+    try:
+        _served_outbox_file(settings)
+    except SettingsError as exc:
+        print(f"tagrelay: {exc}", file=sys.stderr)
         return EXIT_PROBLEM
     routed = {name for route in rules.routes for name in route.to}
     disabled = sorted(routed & set(rules.disabled))
@@ -423,9 +427,7 @@ def _import(args: argparse.Namespace) -> int:
                 again.extend(e.id for e in events if e.id in skipped)
                 topped_up.extend(e.id for e in events if e.id in partly)
                 events = [e for e in events if e.id not in skipped]
-                sent_to: dict[str, list[str]] = {}
-                for r in rows:
-                    sent_to.setdefault(r.event_id, []).append(r.destination)
+                sent_to = _destinations_by_event(rows)
                 # First, so that it is each event's ledger anchor, the entry imported() finds.
                 marks = [LedgerRow(e.id, now, ",".join(sent_to.get(e.id, [])), "imported", mark(e.name)) for e in events]
                 ledger = marks + ledger
@@ -487,8 +489,7 @@ def _import(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     for (dest, why), ids in sorted(dropped.items()):
-        shown = ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
-        print(f"{args.file}: {len(ids)} event(s) not queued for {dest}: {why} ({shown})", file=sys.stderr)
+        print(f"{args.file}: {len(ids)} event(s) not queued for {dest}: {why} ({_some(ids)})", file=sys.stderr)
     print(
         f"imported {done} event(s) from {args.file} ({len(errors)} row(s) refused),"
         f" {queued} delivery(ies) queued in {settings.outbox_file}"
@@ -520,6 +521,13 @@ def _chunks(items: list[Any]) -> Iterator[list[Any]]:
         yield chunk
 
 
+def _destinations_by_event(rows: list[Any]) -> dict[str, list[str]]:
+    by: dict[str, list[str]] = {}
+    for r in rows:
+        by.setdefault(r.event_id, []).append(r.destination)
+    return by
+
+
 def _some(ids: list[str]) -> str:
     return ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
 
@@ -537,9 +545,7 @@ def _not_again(
     from .delivery import LedgerRow
 
     keep = [r for r in rows if r.destination not in (reached.get(r.event_id) or ())]
-    new_for: dict[str, list[str]] = {}
-    for r in keep:
-        new_for.setdefault(r.event_id, []).append(r.destination)
+    new_for = _destinations_by_event(keep)
     before = {event_id for event_id, dests in reached.items() if dests is not None}
     skipped = {event_id for event_id in before if event_id not in new_for}
     partly = {event_id for event_id in before if event_id in new_for}
