@@ -149,6 +149,7 @@ def read_conversions_csv(
         delimiter = _sniff(text)
 
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    last_line = text.count("\n")  # once: counted per bad row, a file of bad rows took quadratic time
     header: list[str] | None = None
     events: list[ServerEvent] = []
     errors: list[RowError] = []
@@ -163,19 +164,16 @@ def read_conversions_csv(
             if header is None:
                 # Reading on would take the first data row for the header.
                 raise ImportFileError(f"{path}: line {line}: the header row is not valid CSV: {exc}") from None
-            if reader.line_num >= text.count("\n") and text.count('"') % 2:
+            took = f"lines {line} to {reader.line_num} were read as one row and none of them imported"
+            if reader.line_num >= last_line and text.count('"') % 2:
                 # An unclosed quote swallowed every line after it into one field.
-                errors.append(RowError(line, f'a quote (") opened here is never closed: lines {line} to'
-                                             f" {reader.line_num} were read as one row and none of them imported"))  # fmt: skip
+                errors.append(RowError(line, f'a quote (") opened here is never closed: {took}'))
                 break
             # The reader starts afresh on the next line, so later rows still count.
-            if reader.line_num > line:
-                # A quote opened here ran on over the lines after it.
-                errors.append(RowError(line, f"not valid CSV: {exc}: a quote opened here ran on to line"
-                                             f" {reader.line_num}; lines {line} to {reader.line_num} were read"
-                                             " as one row and none of them imported"))  # fmt: skip
-                continue
-            errors.append(RowError(line, f"not valid CSV: {exc}"))
+            if reader.line_num > line:  # a quote opened here ran on over the lines after it
+                errors.append(RowError(line, f"not valid CSV: {exc}: a quote opened here ran on to line {reader.line_num}; {took}"))
+            else:
+                errors.append(RowError(line, f"not valid CSV: {exc}"))
             continue
         if not any(c.strip() for c in cells):
             continue
