@@ -222,7 +222,8 @@ def load_rules(directory: Path, env: TMapping[str, str] | None = None) -> RuleSe
         where = f"{label}: routes[{i}]"
         route, errs = _route(label, i, body, set(destinations) | set(disabled), set(declared))
         name = body.get("name")
-        problems.extend(_in_route(where, name.strip() and name if isinstance(name, str) else "", e) for e in errs)
+        shown = name if isinstance(name, str) and name.strip() else ""
+        problems.extend(_in_route(where, shown, e) for e in errs)
         if route is not None:
             if route.name in seen_names:
                 problems.append(f"{where}.name: route name {route.name!r} is used twice")
