@@ -331,11 +331,11 @@ async def test_every_destination_and_reason_has_its_counters_from_the_start(clie
     text = await (await client.get("/metrics")).text()
     for counter in ("sent", "retried", "dead"):
         assert f'tagrelay_delivery_{counter}_total{{destination="log"}} 0.0' in text, counter
-    for reason in ("invalid", "too_large", "outbox_full", "outbox_error"):
+    for reason in ("invalid", "too_large", "timeout", "outbox_full", "outbox_error"):
         assert f'tagrelay_events_rejected_total{{reason="{reason}"}} 0.0' in text, reason
 
 
-async def test_a_bug_answered_500_is_counted_as_a_hit(client, monkeypatch, caplog):
+async def test_a_bug_answered_500_is_counted_as_a_hit(client, monkeypatch):
     """The last-resort 500 shows in tagrelay_hits_total{status="500"}, so a bug is visible on a dashboard."""
     import proxy.app
 
@@ -415,8 +415,8 @@ async def test_readyz_recovers_at_housekeeping_once_the_outbox_has_room(client):
     assert (await client.get("/readyz")).status == 200
 
 
-async def test_a_full_outbox_counts_each_refused_event(aiohttp_client, tmp_path):
-    """A hit of two events refused because the outbox is full is two refused events."""
+async def test_a_hit_too_large_for_the_outbox_counts_each_refused_event(aiohttp_client, tmp_path):
+    """A hit of two events refused because the outbox has room for one is two refused events."""
     settings = Settings(rules_dir=rules_dir(tmp_path), data_dir=tmp_path, outbox_max_rows=1)
     client = await aiohttp_client(make_app(settings, load_rules(settings.rules_dir, env={})))
     resp = await client.post("/e", data=orjson.dumps({"events": [{"name": "a"}, {"name": "b"}]}))

@@ -20,40 +20,29 @@ FAST = RetryPolicy(base_secs=0.01, cap_secs=0.05, max_attempts=4)
 
 
 class Hook:
-    """A webhook receiver that answers from a script of canned answers, then 200."""
+    """A webhook receiver that answers from a script of canned answers, then 200; each ``delay_secs`` late."""
 
-    def __init__(self, answers: list[Canned] | None = None) -> None:
+    def __init__(self, answers: list[Canned] | None = None, delay_secs: float = 0.0) -> None:
         self.bodies: list[bytes] = []
         self.user_agents: list[str | None] = []
         self.script = deque(answers or [])
+        self.delay_secs = delay_secs
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         self.bodies.append(await request.read())
         self.user_agents.append(request.headers.get("User-Agent"))
+        await asyncio.sleep(self.delay_secs)
         return self.script.popleft().response() if self.script else web.Response(status=200)
 
 
-async def hook_server(aiohttp_server, answers: list[Canned] | None = None) -> tuple[Hook, str]:
-    hook = Hook(answers)
+async def hook_server(
+    aiohttp_server, answers: list[Canned] | None = None, delay_secs: float = 0.0
+) -> tuple[Hook, str]:
+    hook = Hook(answers, delay_secs)
     app = web.Application()
     app.router.add_post("/hook", hook.handle)
     server = await aiohttp_server(app)
     return hook, f"http://127.0.0.1:{server.port}/hook"
-
-
-async def slow_hook(aiohttp_server, delay_secs: float) -> tuple[list[bytes], str]:
-    """A receiver that answers 200 ``delay_secs`` after each request: the bodies it got, and its URL."""
-    bodies: list[bytes] = []
-
-    async def slow(request: web.Request) -> web.Response:
-        bodies.append(await request.read())
-        await asyncio.sleep(delay_secs)
-        return web.Response(status=200)
-
-    app = web.Application()
-    app.router.add_post("/hook", slow)
-    server = await aiohttp_server(app)
-    return bodies, f"http://127.0.0.1:{server.port}/hook"
 
 
 def count(d: Delivery, what: str) -> float:
@@ -273,7 +262,7 @@ async def test_a_slow_vendor_with_one_event_per_request_gets_each_event_once(aio
     a slot longer than the (short) lease. Sending them anyway would race the
     outbox handing them out again once the lease ends.
     """
-    bodies, url = await slow_hook(aiohttp_server, 0.05)
+    hook, url = await hook_server(aiohttp_server, delay_secs=0.05)
     outbox = Outbox(tmp_path / "outbox.sqlite3", lease_secs=0.6)
     await outbox.open()
     adapter = Webhook("hook", {"url": url, "batch": 25})
@@ -283,7 +272,7 @@ async def test_a_slow_vendor_with_one_event_per_request_gets_each_event_once(aio
     await d.accept([QueuedRow("hook", f"e{i}", time.time(), str(i), {"n": i}) for i in range(50)])
     assert await d.wait_idle(30)
     await d.stop()
-    sent = sorted(n["n"] for b in bodies for n in orjson.loads(b))
+    sent = sorted(n["n"] for b in hook.bodies for n in orjson.loads(b))
     assert sent == list(range(50))
 
 
@@ -303,14 +292,15 @@ async def test_an_adapter_bug_becomes_a_dead_letter_that_says_what_to_do(tmp_pat
 async def test_a_stop_lets_a_request_in_flight_finish_within_its_timeout(aiohttp_server, tmp_path):
     """A vendor answering in 10.5 s, inside a 12 s timeout: stop waits for it. Cut short, the event it
     had taken would go again after the restart, a duplicate where the vendor does not deduplicate (GA4)."""
-    arrived, url = await slow_hook(aiohttp_server, 10.5)
+    hook, url = await hook_server(aiohttp_server, delay_secs=10.5)
     outbox = Outbox(tmp_path / "outbox.sqlite3")
     await outbox.open()
     d = Delivery({"hook": Webhook("hook", {"url": url})}, outbox, policy=FAST, timeout_secs=12, poll_secs=0.02)
     await d.start()
     await d.accept([row(1)])
-    while not arrived:
-        await asyncio.sleep(0.01)
+    async with asyncio.timeout(5):
+        while not hook.bodies:
+            await asyncio.sleep(0.01)
     await d.stop()
     assert (sent(d), await outbox.depth()) == (1, {})
     await outbox.close()

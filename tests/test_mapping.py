@@ -101,7 +101,7 @@ def test_a_value_json_cannot_hold_is_a_mapping_error():
 
 
 def test_a_macros_output_is_written_once():
-    """A macro hands its output over as a list: '39.8 EUR', not '39.8 EUR39.8 EUR'."""
+    """A macro hands its output over as a list: '12.5 EUR', not '12.5 EUR12.5 EUR'."""
     table = {"label": "{% macro money(v) %}{{ v }} EUR{% endmacro %}{{ money(params.value) }}"}
     assert apply(table) == {"label": "12.5 EUR"}
 

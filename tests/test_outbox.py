@@ -19,6 +19,13 @@ def q(i: int, dest: str = "meta") -> QueuedRow:
     return QueuedRow(dest, f"e{i}", 1000.0 + i, "", {"n": i})
 
 
+async def cap_pages(box: Outbox, pages: int | None = None) -> None:
+    """Stand in for a full disk: SQLite's page cap on the outbox's own connection (at its size now by default)."""
+    db = box._conn()
+    limit = pages or (await box._run(lambda: db.execute("PRAGMA page_count").fetchone()))[0]
+    await box._run(db.execute, f"PRAGMA max_page_count = {limit}")
+
+
 @pytest.fixture
 async def outbox(tmp_path):
     box = Outbox(tmp_path / "o.sqlite3", lease_secs=60)
@@ -148,16 +155,14 @@ async def test_a_disk_full_outbox_accepts_again_once_there_is_room_without_waiti
     """/readyz takes a full service out of the load balancer, so no event would come to clear the state: recheck does."""
     box = Outbox(tmp_path / "o.sqlite3")
     await box.open()
-    db = box._conn()  # the outbox's own connection: SQLite's page cap stands in for a full disk
-    pages = (await box._run(lambda: db.execute("PRAGMA page_count").fetchone()))[0]
-    await box._run(db.execute, f"PRAGMA max_page_count = {pages}")
+    await cap_pages(box)
     big = QueuedRow("meta", "e1", 1000.0, "", b"x" * 100_000, None)
     with pytest.raises(OutboxFull):
         await box.put([big])
     assert box.full_reason.startswith("disk full")
     await box.recheck()
     assert box.full_reason.startswith("disk full")  # still no room
-    await box._run(db.execute, "PRAGMA max_page_count = 1073741823")
+    await cap_pages(box, 1073741823)  # room again
     await box.recheck()
     assert box.full_reason == ""
     await box.close()
@@ -170,9 +175,7 @@ async def test_a_replay_that_cannot_be_written_says_so_and_keeps_the_dead_letter
     await box.put([QueuedRow("meta", f"e{i}", 1000.0, "", {"blob": "x" * 50_000}) for i in range(3)])
     await box.bury(await box.claim("meta", 10, now=2000.0), "refused", "")
     await box.put([QueuedRow("ga4", f"f{i}", 1000.0, "", {"blob": "x" * 50_000}) for i in range(3)])  # no free pages left
-    db = box._conn()  # SQLite's page cap stands in for a full disk
-    pages = (await box._run(lambda: db.execute("PRAGMA page_count").fetchone()))[0]
-    await box._run(db.execute, f"PRAGMA max_page_count = {pages}")
+    await cap_pages(box)
     with pytest.raises(OutboxError, match="cannot queue the dead letters again .disk full"):
         await box.replay()
     assert len(await box.dead_letters()) == 3
@@ -197,9 +200,7 @@ async def test_a_full_disk_is_logged_once_a_minute_however_many_commits_it_refus
     caplog.set_level(logging.ERROR, logger="proxy.delivery")
     box = Outbox(tmp_path / "o.sqlite3")
     await box.open()
-    db = box._conn()  # SQLite's page cap stands in for a full disk
-    pages = (await box._run(lambda: db.execute("PRAGMA page_count").fetchone()))[0]
-    await box._run(db.execute, f"PRAGMA max_page_count = {pages}")
+    await cap_pages(box)
     for i in range(3):
         with pytest.raises(OutboxFull):
             await box.put([QueuedRow("meta", f"e{i}", 1000.0, "", {"blob": "x" * 100_000})])

@@ -302,11 +302,12 @@ def test_a_destination_no_matching_route_sends_to_is_skipped_with_the_reason(tmp
     assert [(s.destination, s.reason) for s in skips] == [("ads", "no route to it matches this event")]
 
 
-def test_a_disabled_destination_is_skipped_as_disabled_whether_or_not_its_route_matches(tmp_path):
-    """A page_view does not match the purchases' route to a disabled destination: still 'disabled', the reason that matters."""
+@pytest.mark.parametrize("name", ["page_view", "purchase"])
+def test_a_disabled_destination_is_skipped_as_disabled_whether_or_not_its_route_matches(tmp_path, name):
+    """Matching the purchases' route to a disabled destination or not: 'disabled', the reason that matters."""
     write(tmp_path, FILE_DEST + '[destinations.m]\ntype = "meta_capi"\noptional = true\npixel_id = "${P}"\naccess_token = "${T}"\n'
           '[[routes]]\nto = ["log"]\n[[routes]]\nto = ["m"]\nmatch = { event = "purchase" }\n')
-    _, skips = load_rules(tmp_path, env={}).plan(event("page_view"))
+    _, skips = load_rules(tmp_path, env={}).plan(event(name))
     assert [(s.destination, s.reason) for s in skips] == [("m", "disabled")]
 
 
